@@ -1,0 +1,59 @@
+"""Env backends behind one factory. See :mod:`rlrun.envs.base` for the contract."""
+
+from __future__ import annotations
+
+import torch
+
+from rlrun.config import ConfigError, EnvConfig
+from rlrun.envs.base import EpisodeTracker, VecEnv
+
+# Gymnasium ids that have a tensor-native twin in this package.
+TORCH_ENVS = {"CartPole-v1": "rlrun.envs.cartpole:CartPoleVecEnv"}
+
+
+def is_ale_id(env_id: str) -> bool:
+    return env_id.startswith("ALE/") or env_id.endswith("NoFrameskip-v4")
+
+
+def resolve_backend(env_cfg: EnvConfig) -> str:
+    """The backend ``env.backend=auto`` stands for, or the one asked for if it can serve the id."""
+    backend = env_cfg.backend
+    if backend == "auto":
+        if env_cfg.id in TORCH_ENVS:
+            return "torch"
+        return "ale" if is_ale_id(env_cfg.id) else "gymnasium"
+    if backend == "torch" and env_cfg.id not in TORCH_ENVS:
+        raise ConfigError(
+            f"env.backend=torch has no tensor-native version of env.id={env_cfg.id!r}: "
+            f"it exists for {', '.join(sorted(TORCH_ENVS))}. Use env.backend=gymnasium (or auto)."
+        )
+    if backend == "ale" and not is_ale_id(env_cfg.id):
+        raise ConfigError(
+            f"env.backend=ale needs an Atari id such as 'ALE/Pong-v5', not env.id={env_cfg.id!r}. "
+            "Use env.backend=gymnasium (or auto) for other environments."
+        )
+    return backend
+
+
+def make_vec_env(
+    env_cfg: EnvConfig, num_envs: int, device: torch.device, *, training: bool = True
+) -> VecEnv:
+    """Build ``num_envs`` copies of ``env_cfg.id`` on ``device`` with the resolved backend.
+
+    ``training=False`` builds evaluation envs: no Atari life-loss episodes and no reward clipping.
+    """
+    backend = resolve_backend(env_cfg)
+    if backend == "torch":
+        from rlrun.envs.cartpole import CartPoleVecEnv
+
+        return CartPoleVecEnv(num_envs, device, max_episode_steps=env_cfg.max_episode_steps or 500)
+    if backend == "ale":
+        from rlrun.envs.atari import AtariVecEnv
+
+        return AtariVecEnv(env_cfg, num_envs, device, training=training)
+    from rlrun.envs.gym import GymVecEnv
+
+    return GymVecEnv(env_cfg, num_envs, device)
+
+
+__all__ = ["EpisodeTracker", "VecEnv", "make_vec_env", "resolve_backend", "is_ale_id"]
