@@ -10,7 +10,6 @@ value and what would be accepted. Nothing is derived back into the config: deriv
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -95,3 +94,126 @@ class EnvConfig:
         _check(self.noop_max >= 0, "env.noop_max", self.noop_max, "an integer >= 0")
         _unit("env.repeat_action_probability", self.repeat_action_probability)
         _check(self.num_threads >= 0, "env.num_threads", self.num_threads, "an integer >= 0")
+
+
+# --------------------------------------------------------------------------- run
+@dataclass
+class EvalConfig:
+    """Periodic evaluation on separate envs (no exploration noise unless asked, no reward clipping)."""
+
+    every_steps: int = 10000
+    """Evaluate every this many env steps (0: only at the end)."""
+    episodes: int = 10
+    """Episodes per evaluation (one per eval env)."""
+    deterministic: bool = True
+    """Take the mode of the policy instead of sampling."""
+
+    def __post_init__(self) -> None:
+        _check(self.every_steps >= 0, "eval.every_steps", self.every_steps, "an integer >= 0")
+        _check(self.episodes >= 1, "eval.episodes", self.episodes, "an integer >= 1")
+
+
+@dataclass
+class CheckpointConfig:
+    """When to write checkpoints (always atomically, always one at the end)."""
+
+    every_steps: int = 0
+    """Save every this many env steps (0: only at the end or on interruption)."""
+    keep: int = 2
+    """Periodic checkpoints to keep (the newest ones); the final one is always kept."""
+
+    def __post_init__(self) -> None:
+        _check(self.every_steps >= 0, "checkpoint.every_steps", self.every_steps, "an integer >= 0")
+        _check(self.keep >= 1, "checkpoint.keep", self.keep, "an integer >= 1")
+
+
+DEVICE_HELP = "auto, cpu, cuda or cuda:N"
+
+
+@dataclass
+class TrainConfig:
+    """One training run: the algorithm, the env, the device and the run's own settings."""
+
+    algo: Any
+    """The algorithm's dataclass (see rlrun.algos); chosen by ``algo=<name>``."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    seed: int = 0
+    """Seeds torch, the training envs (seed + i) and the eval envs (seed + 10000 + i)."""
+    total_steps: int = 100000
+    """Environment steps to train for (summed over the envs of the batch)."""
+    device: str = "auto"
+    """auto (CUDA when present), cpu, cuda or cuda:N."""
+    torch_threads: int = 1
+    """CPU threads for torch; 1 is fastest for small MLPs (per-op overhead, not arithmetic)."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    progress: bool = True
+    """Show a progress bar on the console."""
+    run_dir: Optional[str] = None
+    """Run folder; the Hydra app sets it. None: runs/<env>__<algo>__s<seed>__<time>."""
+    resume: Optional[str] = None
+    """A run folder to continue: loads its latest checkpoint and keeps writing to it."""
+
+    def __post_init__(self) -> None:
+        _check(self.total_steps >= 1, "total_steps", self.total_steps, "an integer >= 1")
+        _check(self.torch_threads >= 1, "torch_threads", self.torch_threads, "an integer >= 1")
+        dev = self.device
+        ok = dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())
+        _check(ok, "device", dev, DEVICE_HELP)
+
+
+def _describe(err: OmegaConfBaseException, prefix: str) -> str:
+    key = getattr(err, "full_key", None) or ""
+    key = f"{prefix}.{key}" if prefix and key else (key or prefix)
+    msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return f"Bad config value for {key}: {msg}."
+
+
+def _build(schema: type, node: Any, prefix: str) -> Any:
+    """Merge ``node`` onto the dataclass ``schema`` (type check), then construct it (range check)."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_describe(err, prefix)) from None
+
+
+def load(cfg: DictConfig | dict) -> TrainConfig:
+    """Check a composed config and return it typed; raises ConfigError before any work is done."""
+    from rlrun.algos import ALGOS  # algorithms import this module, so import them late
+
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
+    OmegaConf.resolve(cfg)
+    raw = OmegaConf.to_container(cfg)
+    algo_node = raw.pop("algo", None)
+    if not isinstance(algo_node, dict) or algo_node.get("name") not in ALGOS:
+        name = algo_node.get("name") if isinstance(algo_node, dict) else algo_node
+        raise ConfigError(f"algo={name!r} is not an algorithm rlrun has: choose one of {', '.join(sorted(ALGOS))}.")
+    algo = _build(ALGOS[algo_node["name"]].Config, algo_node, "algo")
+    for key in list(raw):
+        if key not in {f.name for f in dataclasses.fields(TrainConfig)}:
+            raw.pop(key)  # Hydra's own keys and user notes are not ours to check
+    env_node = raw.pop("env", {})
+    env = _build(EnvConfig, env_node, "env")
+    rest = _build(TrainConfig, dict(raw, algo=None), "")
+    return dataclasses.replace(rest, algo=algo, env=env)
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as plain data (for summaries, hparams and checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists become strings."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = str(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+

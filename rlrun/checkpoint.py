@@ -1,0 +1,78 @@
+"""Checkpoints: written atomically (temporary file, fsync, rename), read without unpickling objects.
+
+A checkpoint is a dict of tensors and plain Python values, so ``torch.load(weights_only=True)``
+reads it and a tampered file cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PATTERN = re.compile(r"^step_(\d+)\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing or cannot be read; the message says which and why."""
+
+
+def path_for(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"step_{step:010d}.pt"
+
+
+def save(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` so that a crash leaves either the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The run's checkpoints, oldest first."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := PATTERN.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest(run_dir: str | Path) -> Path:
+    """The newest checkpoint of a run folder; CheckpointError if there is none."""
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise CheckpointError(
+            f"No checkpoint in {Path(run_dir) / 'checkpoints'}: expected files named step_<N>.pt. "
+            "Is this a run folder written by `rlrun train`, and did the run get to save one?"
+        )
+    return found[-1]
+
+
+def prune(run_dir: str | Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints."""
+    for path in list_checkpoints(run_dir)[:-keep]:
+        path.unlink(missing_ok=True)
+
+
+def load(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely (tensors and plain data only) onto ``device``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist.")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # truncated, corrupt or not a checkpoint: say so in one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"Checkpoint {path} cannot be read ({first}); it is corrupt or not an rlrun checkpoint.") from None
+    if not isinstance(state, dict) or "step" not in state or "agent" not in state:
+        raise CheckpointError(f"{path} is not an rlrun checkpoint (no 'step' and 'agent' entries).")
+    return state

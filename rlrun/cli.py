@@ -1,0 +1,103 @@
+"""``rlrun <command> ...``: ``train`` hands the rest of the command line to a Hydra app.
+
+So every Hydra flag works after ``rlrun train``: ``-m`` for sweeps, ``--cfg job`` to print the
+composed config, ``--help``, shell completion.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+import yaml
+from omegaconf import DictConfig, open_dict
+
+from rlrun.checkpoint import CheckpointError
+from rlrun.config import ConfigError, load
+
+USAGE = """usage: rlrun <command> [args]
+
+commands:
+  train   train an agent; the rest of the line is Hydra overrides and flags, e.g.
+            rlrun train algo=ppo env=CartPole
+            rlrun train -m algo=ppo env=CartPole seed=1,2,3 algo.norm_adv=true,false
+            rlrun train resume=runs/<run folder> total_steps=500000
+            rlrun train --help        (config groups and Hydra flags)
+            rlrun train --cfg job     (print the composed config)
+
+Curves: tensorboard --logdir runs
+"""
+
+
+def _remove_if_unused(run_dir: Path) -> None:
+    """Delete a run folder that Hydra made for a run that never started (no summary, no checkpoint)."""
+    if run_dir.is_dir() and not (run_dir / "summary.json").exists() and not (run_dir / "checkpoints").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@hydra.main(version_base=None, config_path="conf", config_name="config")
+def hydra_train(cfg: DictConfig) -> float:
+    """The Hydra task: check the config, train, return the final evaluation return (for sweepers)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from rlrun.train import final_return, train
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    with open_dict(cfg):
+        cfg.run_dir = str(run_dir)
+    try:
+        typed = load(cfg)
+        summary = train(typed)
+    except (ConfigError, CheckpointError) as err:
+        if not cfg.get("resume"):
+            _remove_if_unused(run_dir)
+        print(f"rlrun: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return final_return(summary)
+
+
+def _override_key(arg: str) -> str:
+    return arg.split("=", 1)[0].lstrip("+~")
+
+
+def resume_args(args: list[str]) -> list[str]:
+    """Turn ``resume=<run folder> [overrides]`` into the folder's own overrides plus the new ones.
+
+    The run is composed again exactly as it was (its ``.hydra/overrides.yaml``), the new overrides
+    win, and Hydra writes into the same folder, so the curves continue where they stopped.
+    """
+    folder = next((a.split("=", 1)[1] for a in args if _override_key(a) == "resume"), None)
+    if folder is None:
+        return args
+    saved = Path(folder) / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"resume={folder}: {saved} does not exist; resume takes a run folder written by `rlrun train`.")
+    old = yaml.safe_load(saved.read_text()) or []
+    new_keys = {_override_key(a) for a in args if "=" in a and not a.startswith("-")}
+    kept = [a for a in old if _override_key(a) not in new_keys | {"resume", "hydra.run.dir"}]
+    return kept + args + [f"hydra.run.dir={folder}"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        try:
+            rest = resume_args(rest)
+        except ConfigError as err:
+            print(f"rlrun: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        sys.argv = ["rlrun train", *rest]
+        hydra_train()
+        return
+    print(f"rlrun: unknown command {command!r}; the commands are: train.\n\n{USAGE}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Tensor wrappers for the observation and reward details of Engstrom et al. 2020.
+
+They sit on any backend (the contract of :mod:`rlrun.envs.base`), run on the env's device,
+and leave the episode statistics alone: those always count the raw reward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rlrun.envs.base import StepResult, VecEnv
+
+
+class RunningMeanStd:
+    """Mean and variance of a stream of batches, merged with Chan et al.'s parallel update."""
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device, epsilon: float = 1e-4):
+        self.mean = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.var = torch.ones(shape, dtype=torch.float64, device=device)
+        self.count = torch.tensor(epsilon, dtype=torch.float64, device=device)
+
+    def update(self, batch: torch.Tensor) -> None:
+        """Fold in ``batch`` [B, *shape]."""
+        batch = batch.to(torch.float64)
+        b_mean, b_var, b_count = batch.mean(0), batch.var(0, unbiased=False), batch.shape[0]
+        delta = b_mean - self.mean
+        total = self.count + b_count
+        self.mean += delta * b_count / total
+        m2 = self.var * self.count + b_var * b_count + delta.pow(2) * self.count * b_count / total
+        self.var = m2 / total
+        self.count = total
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.mean.copy_(state["mean"])
+        self.var.copy_(state["var"])
+        self.count.copy_(state["count"])
+
+
+class VecEnvWrapper(VecEnv):
+    """Forwards everything to ``env``; subclasses change what they need."""
+
+    def __init__(self, env: VecEnv):
+        self.env = env
+        self.num_envs = env.num_envs
+        self.device = env.device
+        self.single_observation_space = env.single_observation_space
+        self.single_action_space = env.single_action_space
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        return self.env.reset(seed)
+
+    def step(self, actions: torch.Tensor) -> StepResult:
+        return self.env.step(actions)
+
+    def close(self) -> None:
+        self.env.close()
+
+    @property
+    def unwrapped(self) -> VecEnv:
+        return self.env.unwrapped
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"env": self.env.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.env.load_state_dict(state["env"])
+
+
+class NormalizeObservation(VecEnvWrapper):
+    """obs -> clip((obs - mean) / sqrt(var + eps), -clip, clip) with running statistics.
+
+    ``rms`` may be shared with another env (evaluation envs read the training statistics);
+    ``update=False`` freezes them.
+    """
+
+    def __init__(self, env: VecEnv, clip: float | None = 10.0, rms: RunningMeanStd | None = None,
+                 update: bool = True, eps: float = 1e-8):
+        super().__init__(env)
+        self.rms = rms or RunningMeanStd(env.single_observation_space.shape, env.device)
+        self.clip, self.update, self.eps = clip, update, eps
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        out = ((obs - self.rms.mean) / torch.sqrt(self.rms.var + self.eps)).to(torch.float32)
+        return out.clamp(-self.clip, self.clip) if self.clip else out
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        obs = self.env.reset(seed)
+        if self.update:
+            self.rms.update(obs)
+        return self.normalize(obs)
+
+    def step(self, actions: torch.Tensor) -> StepResult:
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        if self.update:
+            self.rms.update(obs)
+        info = dict(info, final_obs=self.normalize(info["final_obs"]))
+        return self.normalize(obs), reward, terminated, truncated, info
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"env": self.env.state_dict(), "obs_rms": self.rms.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.env.load_state_dict(state["env"])
+        self.rms.load_state_dict(state["obs_rms"])
+
+
+class ClipObservation(VecEnvWrapper):
+    """obs -> clip(obs, -clip, clip), for raw observations (with normalisation, it clips itself)."""
+
+    def __init__(self, env: VecEnv, clip: float):
+        super().__init__(env)
+        self.clip = clip
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        return self.env.reset(seed).clamp(-self.clip, self.clip)
+
+    def step(self, actions: torch.Tensor) -> StepResult:
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        info = dict(info, final_obs=info["final_obs"].clamp(-self.clip, self.clip))
+        return obs.clamp(-self.clip, self.clip), reward, terminated, truncated, info
+
+
+class ScaleReward(VecEnvWrapper):
+    """Return-based reward scaling: r_t / std(R), R_t = gamma * R_{t-1} + r_t (reset at episode ends).
+
+    The reward is divided by the running standard deviation of the discounted return, not
+    centred, so its sign is kept (Engstrom et al. 2020, "reward scaling").
+    """
+
+    def __init__(self, env: VecEnv, gamma: float, eps: float = 1e-8):
+        super().__init__(env)
+        self.gamma, self.eps = gamma, eps
+        self.rms = RunningMeanStd((), env.device)
+        self.ret = torch.zeros(env.num_envs, dtype=torch.float64, device=env.device)
+
+    def step(self, actions: torch.Tensor) -> StepResult:
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        self.ret = self.ret * self.gamma + reward
+        self.rms.update(self.ret)
+        self.ret = self.ret * ~(terminated | truncated)
+        scaled = (reward / torch.sqrt(self.rms.var + self.eps)).to(torch.float32)
+        return obs, scaled, terminated, truncated, info
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"env": self.env.state_dict(), "return_rms": self.rms.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.env.load_state_dict(state["env"])
+        self.rms.load_state_dict(state["return_rms"])
+
+
+class ClipReward(VecEnvWrapper):
+    """r -> clip(r, -clip, clip)."""
+
+    def __init__(self, env: VecEnv, clip: float):
+        super().__init__(env)
+        self.clip = clip
+
+    def step(self, actions: torch.Tensor) -> StepResult:
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        return obs, reward.clamp(-self.clip, self.clip), terminated, truncated, info

@@ -1,0 +1,70 @@
+"""TensorBoard scalars against environment steps, the config as text and hparams, and a console progress bar."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+
+class Logger:
+    """Writes the DESIGN.md tags (``charts/...``, ``losses/...``, ``eval/...``) into the run folder."""
+
+    def __init__(self, run_dir: Path, purge_step: int | None = None, progress: bool = True,
+                 total_steps: int = 0, start_step: int = 0, description: str = "train"):
+        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+        self.recent_returns: deque[float] = deque(maxlen=20)
+        self.bar = None
+        if progress:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self.bar = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("steps"), TextColumn("{task.fields[sps]:>8} SPS"),
+                TextColumn("return {task.fields[ret]:>8}"), TimeElapsedColumn(), TextColumn("ETA"),
+                TimeRemainingColumn(),
+            )
+            self.task = self.bar.add_task(description, total=total_steps, completed=start_step, sps="-", ret="-")
+            self.bar.start()
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def episodes(self, returns: list[float], lengths: list[float], step: int) -> None:
+        """Log the mean return and length of the episodes that ended in the last iteration."""
+        if returns:
+            self.recent_returns.extend(returns)
+            self.writer.add_scalar("charts/episodic_return", sum(returns) / len(returns), step)
+            self.writer.add_scalar("charts/episodic_length", sum(lengths) / len(lengths), step)
+
+    def config(self, flat: dict[str, Any], metrics: dict[str, float]) -> None:
+        """The resolved config as a text table and as TensorBoard hparams (compared across a sweep)."""
+        rows = "\n".join(f"|{k}|{v}|" for k, v in flat.items())
+        self.writer.add_text("config", "|key|value|\n|-|-|\n" + rows)
+        clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
+        for summary in hparams_summary(clean, metrics):
+            self.writer.file_writer.add_summary(summary)
+
+    def progress(self, step: int, sps: float) -> None:
+        if self.bar is not None:
+            ret = f"{sum(self.recent_returns) / len(self.recent_returns):.1f}" if self.recent_returns else "-"
+            self.bar.update(self.task, completed=step, sps=f"{sps:,.0f}", ret=ret)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+        self.writer.flush()
+        self.writer.close()
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (a reader never sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)

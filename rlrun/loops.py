@@ -1,0 +1,93 @@
+"""Training loops: they own the data flow (collect -> targets -> update -> log); algorithms own the update.
+
+A loop talks to the run through four members (see :class:`RunHooks`), so the same loop serves
+training from scratch, resumed training and tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+from rlrun.envs.base import VecEnv
+from rlrun.returns import gae
+
+
+class RunHooks(Protocol):
+    step: int
+    """Environment steps taken so far (all envs together)."""
+    total_steps: int
+
+    def record_episodes(self, info: dict[str, torch.Tensor]) -> None:
+        """Keep the episode statistics of one env step (device tensors, read back later)."""
+
+    def end_iteration(self, metrics: dict[str, Any]) -> bool:
+        """Log, evaluate and checkpoint as due; True means stop training."""
+
+
+class RolloutBuffer:
+    """Preallocated [T, N] storage for one on-policy rollout on the env's device."""
+
+    def __init__(self, num_steps: int, env: VecEnv):
+        T, N, dev = num_steps, env.num_envs, env.device
+        obs_space, act_space = env.single_observation_space, env.single_action_space
+        obs_dtype = torch.uint8 if obs_space.dtype == "uint8" else torch.float32
+        act_shape = act_space.shape or ()
+        act_dtype = torch.int64 if not act_shape else torch.float32
+        self.obs = torch.zeros((T, N, *obs_space.shape), dtype=obs_dtype, device=dev)
+        self.next_obs = torch.zeros_like(self.obs)  # V(s_{t+1}): final obs where the episode ended
+        self.actions = torch.zeros((T, N, *act_shape), dtype=act_dtype, device=dev)
+        self.logp = torch.zeros((T, N), device=dev)
+        self.rewards = torch.zeros((T, N), device=dev)
+        self.terminated = torch.zeros((T, N), dtype=torch.bool, device=dev)
+        self.truncated = torch.zeros((T, N), dtype=torch.bool, device=dev)
+
+    def add(self, t: int, obs, action, logp, reward, terminated, truncated, next_obs) -> None:
+        self.obs[t] = obs
+        self.actions[t] = action
+        self.logp[t] = logp
+        self.rewards[t] = reward
+        self.terminated[t] = terminated
+        self.truncated[t] = truncated
+        self.next_obs[t] = next_obs
+
+    @torch.no_grad()
+    def compute(self, value_fn, gamma: float, lam: float) -> dict[str, torch.Tensor]:
+        """Values, GAE advantages and returns, flattened to [T * N, ...] for the update."""
+        T, N = self.rewards.shape
+        flat = lambda x: x.reshape(T * N, *x.shape[2:])  # noqa: E731
+        values = value_fn(flat(self.obs)).reshape(T, N)  # [T, N]
+        next_values = value_fn(flat(self.next_obs)).reshape(T, N)  # [T, N]
+        advantages = gae(self.rewards, values, next_values, self.terminated, self.truncated, gamma, lam)
+        return {
+            "obs": flat(self.obs), "actions": flat(self.actions), "logp": flat(self.logp),
+            "values": flat(values), "advantages": flat(advantages), "returns": flat(advantages + values),
+        }
+
+
+def run_on_policy(agent, env: VecEnv, obs: torch.Tensor, run: RunHooks) -> torch.Tensor:
+    """Collect ``num_steps`` from every env, compute GAE targets, update; repeat until the run says stop.
+
+    A truncated episode (time limit) bootstraps from V(final observation): the env layer hands
+    the true last observation over in ``info["final_obs"]`` and GAE only treats ``terminated``
+    as the end of the return (CleanRL treats both as terminal; SB3 bootstraps the same way as here).
+    Returns the last observation so a caller can keep going.
+    """
+    cfg = agent.cfg
+    buffer = RolloutBuffer(cfg.num_steps, env)
+    batch_steps = cfg.num_steps * env.num_envs
+    stop = run.step >= run.total_steps
+    while not stop:
+        schedule = agent.set_progress(run.step / run.total_steps)
+        for t in range(cfg.num_steps):
+            action, logp = agent.policy.act(obs)
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            buffer.add(t, obs, action, logp, reward, terminated, truncated, info["final_obs"])
+            run.record_episodes(info)
+            obs = next_obs
+        run.step += batch_steps
+        batch = buffer.compute(agent.policy.value, cfg.gamma, cfg.gae_lambda)
+        metrics = agent.update(batch)
+        stop = run.end_iteration({**metrics, **schedule})
+    return obs

@@ -1,0 +1,273 @@
+"""``train(cfg) -> summary``: seed, device, envs, algorithm, loop, evaluation, checkpoints, summary.
+
+The Hydra app in :mod:`rlrun.cli` is a thin wrapper around this function; tests call it directly.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from rlrun import checkpoint
+from rlrun.algos import ALGOS
+from rlrun.config import ConfigError, EnvConfig, TrainConfig, flatten, load, to_dict
+from rlrun.envs import VecEnv, is_ale_id, make_vec_env
+from rlrun.envs.wrappers import ClipObservation, ClipReward, NormalizeObservation, RunningMeanStd, ScaleReward
+from rlrun.logger import Logger, write_json
+from rlrun.loops import run_on_policy
+
+EVAL_SEED_OFFSET = 10_000
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when a GPU is visible, else the CPU; an unavailable CUDA device is refused."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device={name} but no CUDA device is visible to torch: use device=cpu or device=auto.")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device={name} but only {count} CUDA device(s) exist: use cuda:0..cuda:{count - 1}.")
+    return device
+
+
+def reward_threshold(env_cfg: EnvConfig) -> float | None:
+    """The config's threshold, else the one gymnasium registers for the id (None if neither)."""
+    if env_cfg.reward_threshold is not None:
+        return env_cfg.reward_threshold
+    try:
+        if is_ale_id(env_cfg.id):
+            import ale_py
+
+            gym.register_envs(ale_py)
+        return gym.spec(env_cfg.id).reward_threshold
+    except Exception:
+        return None
+
+
+def wrap_env(env: VecEnv, algo_cfg: Any, training: bool, obs_rms: RunningMeanStd | None = None) -> VecEnv:
+    """Apply the algorithm's observation and reward switches (Engstrom et al. 2020).
+
+    Evaluation envs share the training observation statistics (frozen) and get the raw reward.
+    """
+    if getattr(algo_cfg, "norm_obs", False):
+        env = NormalizeObservation(env, clip=algo_cfg.clip_obs, rms=obs_rms, update=training)
+    elif getattr(algo_cfg, "clip_obs", None):
+        env = ClipObservation(env, algo_cfg.clip_obs)
+    if training and getattr(algo_cfg, "norm_reward", False):
+        env = ScaleReward(env, algo_cfg.gamma)
+    if training and getattr(algo_cfg, "clip_reward", None):
+        env = ClipReward(env, algo_cfg.clip_reward)
+    return env
+
+
+def find_obs_rms(env: VecEnv) -> RunningMeanStd | None:
+    while True:
+        if isinstance(env, NormalizeObservation):
+            return env.rms
+        if not hasattr(env, "env"):
+            return None
+        env = env.env
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def evaluate(policy, env: VecEnv, seed: int, deterministic: bool = True) -> torch.Tensor:
+    """The return of the first episode of each of ``env.num_envs`` envs: [num_envs] on the CPU."""
+    obs = env.reset(seed=seed)
+    returns = torch.zeros(env.num_envs, device=env.device)
+    finished = torch.zeros(env.num_envs, dtype=torch.bool, device=env.device)
+    while not bool(finished.all()):
+        action, _ = policy.act(obs, deterministic=deterministic)
+        obs, _, _, _, info = env.step(action)
+        new = info["episode_done"] & ~finished
+        returns = torch.where(new, info["episode_return"], returns)
+        finished |= new
+    return returns.cpu()
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    return Path("runs") / f"{cfg.env.name}__{cfg.algo.name}__s{cfg.seed}__{stamp}"
+
+
+class Run:
+    """Everything about one run that is not the algorithm: counters, clocks, logging, evaluation, checkpoints.
+
+    The loops see it through :class:`rlrun.loops.RunHooks`.
+    """
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, agent, env: VecEnv, eval_env: VecEnv,
+                 logger: Logger, threshold: float | None, state: dict[str, Any] | None):
+        self.cfg, self.run_dir, self.agent, self.env, self.eval_env = cfg, run_dir, agent, env, eval_env
+        self.logger, self.threshold = logger, threshold
+        self.total_steps = cfg.total_steps
+        state = state or {}
+        self.step = int(state.get("step", 0))
+        self.start_step = self.step
+        self.train_seconds_before = float(state.get("train_seconds", 0.0))
+        self.best_eval_return = state.get("best_eval_return")
+        self.final_eval_return: float | None = None
+        self.last_eval_step = state.get("last_eval_step")
+        self.steps_to_threshold = state.get("steps_to_threshold")
+        self.seconds_to_threshold = state.get("seconds_to_threshold")
+        self.eval_count = int(state.get("eval_count", 0))
+        self.last_ckpt_step = self.step
+        self.eval_seconds = 0.0
+        self.t0 = time.perf_counter()
+        self._episodes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    # --------------------------------------------------------------- clocks
+    def train_seconds(self) -> float:
+        """Seconds spent training (evaluation excluded), including before a resume."""
+        return self.train_seconds_before + time.perf_counter() - self.t0 - self.eval_seconds
+
+    def sps(self) -> float:
+        spent = time.perf_counter() - self.t0 - self.eval_seconds
+        return (self.step - self.start_step) / spent if spent > 0 else 0.0
+
+    # --------------------------------------------------------------- hooks for the loops
+    def record_episodes(self, info: dict[str, torch.Tensor]) -> None:
+        self._episodes.append((info["episode_done"], info["episode_return"], info["episode_length"]))
+
+    def end_iteration(self, metrics: dict[str, Any]) -> bool:
+        if self._episodes:
+            done, rets, lens = (torch.stack(x) for x in zip(*self._episodes))
+            self._episodes.clear()
+            self.logger.episodes(rets[done].tolist(), lens[done].float().tolist(), self.step)
+        tensors = {k: v for k, v in metrics.items() if isinstance(v, torch.Tensor)}
+        values = dict(zip(tensors, torch.stack([v.float() for v in tensors.values()]).tolist())) if tensors else {}
+        values.update({k: float(v) for k, v in metrics.items() if not isinstance(v, torch.Tensor)})
+        values["charts/SPS"] = self.sps()
+        self.logger.scalars(values, self.step)
+        every = self.cfg.eval.every_steps
+        if every and self.step // every > (self.last_eval_step or 0) // every and self.step < self.total_steps:
+            self.run_eval()
+        every = self.cfg.checkpoint.every_steps
+        if every and self.step // every > self.last_ckpt_step // every and self.step < self.total_steps:
+            self.save_checkpoint()
+        self.logger.progress(self.step, values["charts/SPS"])
+        return self.step >= self.total_steps
+
+    # --------------------------------------------------------------- evaluation and checkpoints
+    def run_eval(self) -> float:
+        start = time.perf_counter()
+        seed = self.cfg.seed + EVAL_SEED_OFFSET + self.eval_count * self.eval_env.num_envs
+        returns = evaluate(self.agent.policy, self.eval_env, seed, self.cfg.eval.deterministic)
+        self.eval_count += 1
+        mean = float(returns.mean())
+        self.final_eval_return, self.last_eval_step = mean, self.step
+        self.best_eval_return = mean if self.best_eval_return is None else max(self.best_eval_return, mean)
+        self.eval_seconds += time.perf_counter() - start
+        if self.threshold is not None and self.steps_to_threshold is None and mean >= self.threshold:
+            self.steps_to_threshold, self.seconds_to_threshold = self.step, round(self.train_seconds(), 3)
+        self.logger.scalars({"eval/return_mean": mean, "eval/return_std": float(returns.std(unbiased=False)),
+                             "eval/return_min": float(returns.min()), "eval/return_max": float(returns.max())},
+                            self.step)
+        return mean
+
+    def save_checkpoint(self) -> Path:
+        state = {
+            "step": self.step, "agent": self.agent.state_dict(), "env": self.env.state_dict(),
+            "config": to_dict(self.cfg), "train_seconds": self.train_seconds(),
+            "best_eval_return": self.best_eval_return, "last_eval_step": self.last_eval_step,
+            "steps_to_threshold": self.steps_to_threshold, "seconds_to_threshold": self.seconds_to_threshold,
+            "eval_count": self.eval_count, "torch_rng": torch.get_rng_state(),
+        }
+        path = checkpoint.save(state, checkpoint.path_for(self.run_dir, self.step))
+        checkpoint.prune(self.run_dir, self.cfg.checkpoint.keep)
+        self.last_ckpt_step = self.step
+        return path
+
+    def summary(self, status: str) -> dict[str, Any]:
+        wall = time.perf_counter() - self.t0
+        return {
+            "algo": self.cfg.algo.name, "env": self.cfg.env.id, "seed": self.cfg.seed, "steps": self.step,
+            "wall_s": round(wall, 3), "sps": round(self.sps(), 1),
+            "final_eval_return": self.final_eval_return, "best_eval_return": self.best_eval_return,
+            "reward_threshold": self.threshold, "steps_to_threshold": self.steps_to_threshold,
+            "seconds_to_threshold": self.seconds_to_threshold, "status": status,
+        }
+
+
+def build(cfg: TrainConfig, device: torch.device):
+    """Training env, evaluation env and agent for ``cfg``; ConfigError for combinations that cannot work."""
+    algo_cls = ALGOS[cfg.algo.name]
+    env = make_vec_env(cfg.env, cfg.env.num_envs, device, training=True)
+    try:
+        space = env.single_action_space
+        if not isinstance(space, (gym.spaces.Discrete, gym.spaces.Box)):
+            raise ConfigError(f"algo={cfg.algo.name} needs a Discrete or Box action space; {cfg.env.id} has {space}.")
+        env = wrap_env(env, cfg.algo, training=True)
+        eval_env = make_vec_env(cfg.env, cfg.eval.episodes, device, training=False)
+        eval_env = wrap_env(eval_env, cfg.algo, training=False, obs_rms=find_obs_rms(env))
+        agent = algo_cls(cfg.algo, env.single_observation_space, space, device)
+    except BaseException:
+        env.close()
+        raise
+    return env, eval_env, agent
+
+
+def train(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
+    """Train one agent as ``cfg`` says; returns the summary also written to ``<run_dir>/summary.json``."""
+    cfg = cfg if isinstance(cfg, TrainConfig) else load(cfg)
+    device = resolve_device(cfg.device)
+    torch.set_num_threads(cfg.torch_threads)
+    state = None
+    if cfg.resume:
+        run_dir = Path(cfg.resume)
+        state = checkpoint.load(checkpoint.latest(run_dir), device)
+    else:
+        run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    seed_everything(cfg.seed + (state["step"] if state else 0))
+    env, eval_env, agent = build(cfg, device)
+    if state:
+        agent.load_state_dict(state["agent"])
+        env.load_state_dict(state["env"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    logger = Logger(run_dir, purge_step=state["step"] if state else None, progress=cfg.progress,
+                    total_steps=cfg.total_steps, start_step=state["step"] if state else 0,
+                    description=f"{cfg.algo.name} {cfg.env.name}")
+    logger.config(flatten({k: v for k, v in to_dict(cfg).items() if k not in ("run_dir", "resume")}),
+                  {"eval/return_mean": 0.0})
+    run = Run(cfg, run_dir, agent, env, eval_env, logger, reward_threshold(cfg.env), state)
+    status = "failed"
+    try:
+        obs = env.reset(seed=cfg.seed + run.step)
+        run_on_policy(agent, env, obs, run)
+        if run.last_eval_step != run.step or run.final_eval_return is None:
+            run.run_eval()
+        status = "completed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+    finally:
+        if status != "failed":
+            run.save_checkpoint()
+        summary = run.summary(status)
+        write_json(run_dir / "summary.json", summary)
+        logger.close()
+        env.close()
+        eval_env.close()
+    return summary
+
+
+def final_return(summary: dict[str, Any]) -> float:
+    """What the Hydra task returns (a sweeper maximises it); NaN when the run never evaluated."""
+    value = summary.get("final_eval_return")
+    return float(value) if value is not None else math.nan
