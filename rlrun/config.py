@@ -107,6 +107,8 @@ class EvalConfig:
     """Episodes per evaluation (one per eval env)."""
     deterministic: bool = True
     """Take the mode of the policy instead of sampling."""
+    stop_at_threshold: bool = False
+    """End training at the first evaluation that reaches the env's reward threshold."""
 
     def __post_init__(self) -> None:
         _check(self.every_steps >= 0, "eval.every_steps", self.every_steps, "an integer >= 0")
@@ -139,7 +141,7 @@ class TrainConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     seed: int = 0
     """Seeds torch, the training envs (seed + i) and the eval envs (seed + 10000 + i)."""
-    total_steps: int = 100000
+    total_steps: int = 200000
     """Environment steps to train for (summed over the envs of the batch)."""
     device: str = "auto"
     """auto (CUDA when present), cpu, cuda or cuda:N."""

@@ -163,7 +163,8 @@ class Run:
         if every and self.step // every > self.last_ckpt_step // every and self.step < self.total_steps:
             self.save_checkpoint()
         self.logger.progress(self.step, values["charts/SPS"])
-        return self.step >= self.total_steps
+        solved = self.cfg.eval.stop_at_threshold and self.steps_to_threshold is not None
+        return solved or self.step >= self.total_steps
 
     # --------------------------------------------------------------- evaluation and checkpoints
     def run_eval(self) -> float:

@@ -1,0 +1,70 @@
+"""Write docs/configuration.md from the config dataclasses: every key, its default and its docstring.
+
+    python scripts/gen_config_docs.py          # rewrite the file
+    python scripts/gen_config_docs.py --check  # exit 1 if the file is out of date (a test runs this)
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import sys
+from pathlib import Path
+
+from rlrun.algos import ALGOS
+from rlrun.config import CheckpointConfig, EnvConfig, EvalConfig, TrainConfig
+
+OUT = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The string literal under each annotated field, for ``cls`` and its dataclass bases."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        body = ast.parse(inspect.getsource(klass)).body[0].body
+        for node, nxt in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+                docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+def table(prefix: str, cls: type, skip: tuple[str, ...] = ()) -> str:
+    docs = field_docs(cls)
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "")
+        rows.append(f"| `{prefix}{f.name}` | `{default}` | {docs.get(f.name, '')} |")
+    return "\n".join(rows)
+
+
+def render() -> str:
+    parts = [
+        "# Configuration reference",
+        "",
+        "Generated from the config dataclasses by `scripts/gen_config_docs.py`; do not edit by hand.",
+        "Defaults here are the dataclass defaults; the YAML files in `rlrun/conf/` and the presets in",
+        "`rlrun/conf/preset/` (loaded by themselves for an algo/env pair) may set other values.",
+        "`rlrun train --cfg job` prints what a command line composes to.",
+        "",
+        "## Run", "", table("", TrainConfig, skip=("algo", "env", "eval", "checkpoint")), "",
+        "## Evaluation (`eval.`)", "", table("eval.", EvalConfig), "",
+        "## Checkpoints (`checkpoint.`)", "", table("checkpoint.", CheckpointConfig), "",
+        "## Environment (`env=<name>`, `env.`)", "", table("env.", EnvConfig), "",
+    ]
+    for name, algo in sorted(ALGOS.items()):
+        parts += [f"## Algorithm `algo={name}`", "", table("algo.", algo.Config), ""]
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    text = render()
+    if "--check" in sys.argv:
+        sys.exit(0 if OUT.exists() and OUT.read_text() == text else 1)
+    OUT.write_text(text)
+    print(f"wrote {OUT}")
