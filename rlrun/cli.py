@@ -15,7 +15,9 @@ import yaml
 from omegaconf import DictConfig, open_dict
 
 from rlrun.checkpoint import CheckpointError
-from rlrun.config import ConfigError, load
+from rlrun.config import ConfigError, load, register_schemas
+
+register_schemas()  # the env schema that conf/env/*.yaml start from
 
 USAGE = """usage: rlrun <command> [args]
 
@@ -35,6 +37,8 @@ def _remove_if_unused(run_dir: Path) -> None:
     """Delete a run folder that Hydra made for a run that never started (no summary, no checkpoint)."""
     if run_dir.is_dir() and not (run_dir / "summary.json").exists() and not (run_dir / "checkpoints").exists():
         shutil.rmtree(run_dir, ignore_errors=True)
+        if run_dir.parent.name == "runs" and not any(run_dir.parent.iterdir()):
+            run_dir.parent.rmdir()  # the runs/ folder this refused run made
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -57,9 +57,9 @@ class EnvConfig:
     """Environments stepped together for training."""
     vector_mode: str = "sync"
     """gymnasium backend only: sync (one process) or async (one worker process per env)."""
-    max_episode_steps: Optional[int] = None
+    max_episode_steps: int | None = None
     """Time limit in agent steps; None keeps the env's registered limit."""
-    reward_threshold: Optional[float] = None
+    reward_threshold: float | None = None
     """Evaluation return that counts as solved; None takes the gymnasium spec's value."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for gymnasium.make (gymnasium backend)."""
@@ -140,7 +140,7 @@ class TrainConfig:
     """The algorithm's dataclass (see rlrun.algos); chosen by ``algo=<name>``."""
     env: EnvConfig = field(default_factory=EnvConfig)
     seed: int = 0
-    """Seeds torch, the training envs (seed + i) and the eval envs (seed + 10000 + i)."""
+    """Seeds torch and numpy; the training and evaluation envs get seeds hashed from it."""
     total_steps: int = 200000
     """Environment steps to train for (summed over the envs of the batch)."""
     device: str = "auto"
@@ -151,12 +151,13 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     progress: bool = True
     """Show a progress bar on the console."""
-    run_dir: Optional[str] = None
+    run_dir: str | None = None
     """Run folder; the Hydra app sets it. None: runs/<env>__<algo>__s<seed>__<time>."""
-    resume: Optional[str] = None
+    resume: str | None = None
     """A run folder to continue: loads its latest checkpoint and keeps writing to it."""
 
     def __post_init__(self) -> None:
+        _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         _check(self.total_steps >= 1, "total_steps", self.total_steps, "an integer >= 1")
         _check(self.torch_threads >= 1, "torch_threads", self.torch_threads, "an integer >= 1")
         dev = self.device
@@ -186,8 +187,7 @@ def load(cfg: DictConfig | dict) -> TrainConfig:
 
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
-    OmegaConf.resolve(cfg)
-    raw = OmegaConf.to_container(cfg)
+    raw = OmegaConf.to_container(cfg, resolve=True)
     algo_node = raw.pop("algo", None)
     if not isinstance(algo_node, dict) or algo_node.get("name") not in ALGOS:
         name = algo_node.get("name") if isinstance(algo_node, dict) else algo_node
@@ -219,3 +219,15 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+
+
+def register_schemas() -> None:
+    """Put the env schema in Hydra's ConfigStore as ``env/schema``.
+
+    Every ``conf/env/*.yaml`` starts from it (``defaults: [schema, _self_]``), so each env file
+    lists only what differs, yet every EnvConfig key can be overridden (``env.max_episode_steps=100``)
+    and is type-checked by Hydra while composing.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(group="env", name="schema", node=EnvConfig)

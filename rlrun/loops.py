@@ -56,7 +56,7 @@ class RolloutBuffer:
     def compute(self, value_fn, gamma: float, lam: float) -> dict[str, torch.Tensor]:
         """Values, GAE advantages and returns, flattened to [T * N, ...] for the update."""
         T, N = self.rewards.shape
-        flat = lambda x: x.reshape(T * N, *x.shape[2:])  # noqa: E731
+        flat = lambda x: x.reshape(T * N, *x.shape[2:])
         values = value_fn(flat(self.obs)).reshape(T, N)  # [T, N]
         next_values = value_fn(flat(self.next_obs)).reshape(T, N)  # [T, N]
         advantages = gae(self.rewards, values, next_values, self.terminated, self.truncated, gamma, lam)

@@ -25,7 +25,7 @@ from rlrun.envs.wrappers import ClipObservation, ClipReward, NormalizeObservatio
 from rlrun.logger import Logger, write_json
 from rlrun.loops import run_on_policy
 
-EVAL_SEED_OFFSET = 10_000
+TRAIN_SEEDS, EVAL_SEEDS = 0, 1  # the purpose key of env_seed()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -85,6 +85,15 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def env_seed(*keys: int) -> int:
+    """A 31-bit env seed derived from (run seed, purpose, counter); env i of the batch gets it + i.
+
+    Hashing keeps the streams of nearby runs apart: with plain ``seed + i``, runs seed=0 and
+    seed=1 would share all but one of their env seeds.
+    """
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0] >> 1)
 
 
 @torch.no_grad()
@@ -169,7 +178,7 @@ class Run:
     # --------------------------------------------------------------- evaluation and checkpoints
     def run_eval(self) -> float:
         start = time.perf_counter()
-        seed = self.cfg.seed + EVAL_SEED_OFFSET + self.eval_count * self.eval_env.num_envs
+        seed = env_seed(self.cfg.seed, EVAL_SEEDS, self.eval_count)
         returns = evaluate(self.agent.policy, self.eval_env, seed, self.cfg.eval.deterministic)
         self.eval_count += 1
         mean = float(returns.mean())
@@ -215,6 +224,10 @@ def build(cfg: TrainConfig, device: torch.device):
         space = env.single_action_space
         if not isinstance(space, (gym.spaces.Discrete, gym.spaces.Box)):
             raise ConfigError(f"algo={cfg.algo.name} needs a Discrete or Box action space; {cfg.env.id} has {space}.")
+        if getattr(cfg.algo, "norm_obs", False) and env.single_observation_space.dtype == np.uint8:
+            raise ConfigError(
+                f"algo.norm_obs=true normalises vector observations, but {cfg.env.id} gives uint8 images "
+                "(the CNN scales them by 1/255 itself): set algo.norm_obs=false.")
         env = wrap_env(env, cfg.algo, training=True)
         eval_env = make_vec_env(cfg.env, cfg.eval.episodes, device, training=False)
         eval_env = wrap_env(eval_env, cfg.algo, training=False, obs_rms=find_obs_rms(env))
@@ -236,13 +249,14 @@ def train(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
         state = checkpoint.load(checkpoint.latest(run_dir), device)
     else:
         run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
-    seed_everything(cfg.seed + (state["step"] if state else 0))
+    seed_everything(cfg.seed)
     env, eval_env, agent = build(cfg, device)
     if state:
         agent.load_state_dict(state["agent"])
         env.load_state_dict(state["env"])
+        torch.set_rng_state(state["torch_rng"])
     run_dir.mkdir(parents=True, exist_ok=True)
-    logger = Logger(run_dir, purge_step=state["step"] if state else None, progress=cfg.progress,
+    logger = Logger(run_dir, purge_step=state["step"] + 1 if state else None, progress=cfg.progress,
                     total_steps=cfg.total_steps, start_step=state["step"] if state else 0,
                     description=f"{cfg.algo.name} {cfg.env.name}")
     logger.config(flatten({k: v for k, v in to_dict(cfg).items() if k not in ("run_dir", "resume")}),
@@ -250,7 +264,7 @@ def train(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
     run = Run(cfg, run_dir, agent, env, eval_env, logger, reward_threshold(cfg.env), state)
     status = "failed"
     try:
-        obs = env.reset(seed=cfg.seed + run.step)
+        obs = env.reset(seed=env_seed(cfg.seed, TRAIN_SEEDS, run.step))
         run_on_policy(agent, env, obs, run)
         if run.last_eval_step != run.step or run.final_eval_return is None:
             run.run_eval()

@@ -11,12 +11,12 @@ import torch
 
 pytest.importorskip("ale_py")
 
-import gymnasium as gym  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+import gymnasium as gym
+from omegaconf import OmegaConf
 
-from rlrun.config import ConfigError, EnvConfig  # noqa: E402
-from rlrun.envs import make_vec_env  # noqa: E402
-from rlrun.envs.atari import AtariVecEnv, game_name  # noqa: E402
+from rlrun.config import ConfigError, EnvConfig
+from rlrun.envs import make_vec_env
+from rlrun.envs.atari import AtariVecEnv, game_name
 
 CPU = torch.device("cpu")
 CONF_DIR = Path(__file__).resolve().parents[1] / "rlrun" / "conf" / "env"
@@ -279,6 +279,7 @@ def test_close_releases_threads():
 @pytest.mark.parametrize("name", ["Pong", "Breakout"])
 def test_yaml_configs_build_through_the_factory(name):
     data = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"{name}.yaml"))
+    assert data.pop("defaults") == ["schema", "_self_"]  # starts from the EnvConfig schema
     fields = {f.name for f in dataclasses.fields(EnvConfig)}
     assert set(data) <= fields, set(data) - fields
     cfg = EnvConfig(**data)

@@ -98,8 +98,7 @@ def game_name(env_id: str, rom_ids: list[str] | None = None) -> str:
             "observations only. Use the pixel id (e.g. 'ALE/Pong-v5') or env.backend=gymnasium."
         )
     for suffix in ("NoFrameskip", "Deterministic"):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
+        base = base.removesuffix(suffix)
     by_key = {_normalise(rom): rom for rom in rom_ids}
     rom = by_key.get(_normalise(base))
     if rom is None:

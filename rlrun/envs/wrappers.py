@@ -33,7 +33,7 @@ class RunningMeanStd:
         self.count = total
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"mean": self.mean, "var": self.var, "count": self.count}
+        return {"mean": self.mean.clone(), "var": self.var.clone(), "count": self.count.clone()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.mean.copy_(state["mean"])

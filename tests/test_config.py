@@ -1,0 +1,136 @@
+"""Every config file composes and type-checks; bad values are refused with a message naming key and value;
+the command line reports problems without a traceback and before any work."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import rlrun.conf
+from rlrun.algos import ALGOS
+from rlrun.config import ConfigError, EnvConfig, TrainConfig, load
+
+CONF = Path(rlrun.conf.__file__).parent
+
+
+def _names(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+ALGO_NAMES, ENV_NAMES, EXPERIMENTS = _names("algo"), _names("env"), _names("experiment")
+
+
+def test_every_algorithm_has_a_config_file_and_back():
+    assert ALGO_NAMES and set(ALGO_NAMES) == set(ALGOS)
+
+
+@pytest.mark.parametrize("env", ENV_NAMES)
+@pytest.mark.parametrize("algo", ALGO_NAMES)
+def test_every_algo_env_pair_composes_and_loads(compose, algo, env):
+    # load() checks types and ranges only; it never builds the env, so Atari ids need no ale_py here.
+    cfg = load(compose(f"algo={algo}", f"env={env}"))
+    assert isinstance(cfg, TrainConfig) and isinstance(cfg.env, EnvConfig)
+    assert cfg.algo.name == algo
+    assert cfg.env.name == env
+    assert isinstance(cfg.algo, ALGOS[algo].Config)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_loads(compose, experiment):
+    cfg = load(compose(f"experiment={experiment}"))
+    assert isinstance(cfg, TrainConfig)
+
+
+def test_presets_apply_by_themselves(compose):
+    # preset/ppo_CartPole.yaml is picked up by `optional preset: ${algo}_${env}` without being named.
+    preset = CONF / "preset" / "ppo_CartPole.yaml"
+    if not preset.exists():
+        pytest.skip("no CartPole preset")
+    cfg = load(compose("algo=ppo", "env=CartPole"))
+    assert cfg.algo.num_steps == 32 and cfg.algo.gamma == 0.98
+    # ...and command-line overrides still win over it
+    assert load(compose("algo=ppo", "env=CartPole", "algo.num_steps=7")).algo.num_steps == 7
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "value"),
+    [
+        ("algo.clip_coef=-1", "algo.clip_coef", "-1"),
+        ("env.num_envs=0", "env.num_envs", "0"),
+        ("total_steps=abc", "total_steps", "abc"),
+        ("algo.gamma=1.5", "algo.gamma", "1.5"),
+        ("device=tpu", "device", "tpu"),
+        ("algo.activation=sigmoid", "algo.activation", "sigmoid"),
+    ],
+)
+def test_bad_values_raise_config_error_naming_key_and_value(compose, override, key, value):
+    with pytest.raises(ConfigError) as info:
+        load(compose(override))
+    message = str(info.value)
+    assert key in message and value in message, message
+    assert "\n" not in message.strip()
+
+
+@pytest.mark.parametrize("override", ["env.max_episode_steps=100", "env.vector_mode=async"])
+def test_every_env_config_field_can_be_overridden_without_plus(compose, override):
+    cfg = load(compose("env=CartPole", override))
+    assert str(getattr(cfg.env, override.split("=")[0].split(".")[1])) == override.split("=")[1]
+
+
+def test_unknown_algorithm_name_in_a_plain_dict_is_refused(compose):
+    cfg = compose()
+    cfg.algo.name = "nope"
+    with pytest.raises(ConfigError, match="ppo"):
+        load(cfg)
+
+
+# ----------------------------------------------------------------- command line
+def _rlrun(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return subprocess.run([sys.executable, "-m", "rlrun.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def _run_folders(tmp_path: Path) -> list[Path]:
+    runs = tmp_path / "runs"
+    return sorted(runs.rglob("*")) if runs.exists() else []
+
+
+def test_cli_unknown_algorithm_lists_the_available_ones(tmp_path):
+    out = _rlrun(tmp_path, "train", "algo=nope", "progress=false")
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "nope" in text and "ppo" in text
+    assert "Traceback" not in text
+    assert not list((tmp_path).rglob("summary.json"))
+
+
+def test_cli_bad_value_exits_2_with_one_message_and_no_run_folder(tmp_path):
+    out = _rlrun(tmp_path, "train", "algo.clip_coef=-1", "progress=false")
+    assert out.returncode == 2
+    text = (out.stdout + out.stderr).strip()
+    assert "Traceback" not in text
+    assert "algo.clip_coef" in text and "-1" in text
+    assert len(text.splitlines()) == 1, text  # one paragraph: a single line here
+    assert _run_folders(tmp_path) == []
+
+
+def test_cli_type_error_is_refused_before_any_work(tmp_path):
+    out = _rlrun(tmp_path, "train", "total_steps=abc", "progress=false")
+    assert out.returncode == 2
+    text = out.stdout + out.stderr
+    assert "total_steps" in text and "abc" in text and "Traceback" not in text
+    assert not list(tmp_path.rglob("summary.json"))
+    assert not list(tmp_path.rglob("*.pt"))
+    assert not list(tmp_path.rglob("events.out.tfevents*"))
+
+
+def test_cli_help_lists_train(tmp_path):
+    out = _rlrun(tmp_path, "--help")
+    assert out.returncode == 0
+    assert "train" in out.stdout

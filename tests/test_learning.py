@@ -1,0 +1,35 @@
+"""Learning tests: PPO actually learns with the shipped presets. Slow (tens of seconds to minutes each);
+deselect with ``-m "not slow"``."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlrun.train import train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("backend", ["torch", "gymnasium"])
+def test_ppo_solves_cartpole_within_200k_steps(compose, tmp_path, backend):
+    # The default composition: preset/ppo_CartPole.yaml applies by itself (algo=ppo env=CartPole).
+    base = compose("algo=ppo", "env=CartPole")
+    total = min(int(base.total_steps), 200_000)
+    cfg = compose("algo=ppo", "env=CartPole", f"env.backend={backend}", "seed=0", f"total_steps={total}",
+                  "progress=false", "device=cpu", f"run_dir={tmp_path / 'run'}")
+    summary = train(cfg)
+    print(summary)
+    assert summary["status"] == "completed"
+    assert summary["steps"] <= 200_000 + cfg.algo.num_steps * cfg.env.num_envs
+    assert summary["best_eval_return"] >= 475, summary
+    assert summary["steps_to_threshold"] is not None and summary["steps_to_threshold"] <= 200_000, summary
+
+
+def test_ppo_pendulum_within_300k_steps(compose, tmp_path):
+    # preset/ppo_Pendulum.yaml (when it exists) applies by itself to this composition.
+    cfg = compose("algo=ppo", "env=Pendulum", "total_steps=300000", "seed=0", "progress=false", "device=cpu",
+                  f"run_dir={tmp_path / 'run'}")
+    summary = train(cfg)
+    print(summary)
+    assert summary["status"] == "completed"
+    assert summary["best_eval_return"] >= -400, summary
