@@ -42,15 +42,15 @@ class RolloutBuffer:
         self.rewards = torch.zeros((T, N), device=dev)
         self.terminated = torch.zeros((T, N), dtype=torch.bool, device=dev)
         self.truncated = torch.zeros((T, N), dtype=torch.bool, device=dev)
+        # Per-step views into the storage above, made once: add() is then one copy per tensor
+        # (indexing with [t] would make the view again on every call).
+        storage = (self.obs, self.actions, self.logp, self.rewards, self.terminated, self.truncated, self.next_obs)
+        self._rows = list(zip(*(x.unbind(0) for x in storage)))  # [T] tuples of [N, ...] views
 
     def add(self, t: int, obs, action, logp, reward, terminated, truncated, next_obs) -> None:
-        self.obs[t] = obs
-        self.actions[t] = action
-        self.logp[t] = logp
-        self.rewards[t] = reward
-        self.terminated[t] = terminated
-        self.truncated[t] = truncated
-        self.next_obs[t] = next_obs
+        """Store one step of every env at row ``t``."""
+        for row, value in zip(self._rows[t], (obs, action, logp, reward, terminated, truncated, next_obs)):
+            row.copy_(value)
 
     @torch.no_grad()
     def compute(self, value_fn, gamma: float, lam: float) -> dict[str, torch.Tensor]:

@@ -183,8 +183,6 @@ def test_set_progress_anneals_lr_and_clip():
 
 
 @pytest.mark.filterwarnings("ignore:std\\(\\)")
-@pytest.mark.xfail(strict=True, reason="BUG: a trailing minibatch of one sample makes advantages.std() NaN "
-                   "(norm_adv), which poisons every parameter; see the test report")
 def test_update_with_a_one_sample_trailing_minibatch_stays_finite():
     agent = _agent(update_epochs=1, minibatch_size=8)
     agent.update(_batch(agent, size=9))  # minibatches of 8 and 1

@@ -56,4 +56,4 @@ def make_vec_env(
     return GymVecEnv(env_cfg, num_envs, device)
 
 
-__all__ = ["EpisodeTracker", "VecEnv", "make_vec_env", "resolve_backend", "is_ale_id"]
+__all__ = ["EpisodeTracker", "VecEnv", "is_ale_id", "make_vec_env", "resolve_backend"]

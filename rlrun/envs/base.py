@@ -56,7 +56,7 @@ class VecEnv(abc.ABC):
 
     # Wrappers forward what they do not change; these make that uniform.
     @property
-    def unwrapped(self) -> "VecEnv":
+    def unwrapped(self) -> VecEnv:
         return self
 
     def state_dict(self) -> dict[str, Any]:
@@ -80,14 +80,13 @@ class EpisodeTracker:
 
     def update(self, reward: torch.Tensor, episode_done: torch.Tensor) -> dict[str, torch.Tensor]:
         """Add one step's raw ``reward`` [N]; return the info keys for envs where ``episode_done`` [N]."""
-        self.returns += reward
-        self.lengths += 1
-        done_f = episode_done.to(self.returns.dtype)
+        returns = self.returns + reward
+        lengths = self.lengths + 1
         info = {
             "episode_done": episode_done,
-            "episode_return": self.returns * done_f,
-            "episode_length": self.lengths * episode_done,
+            "episode_return": returns * episode_done,
+            "episode_length": lengths * episode_done,
         }
-        self.returns *= 1.0 - done_f
-        self.lengths *= ~episode_done
+        self.returns = returns.masked_fill_(episode_done, 0.0)
+        self.lengths = lengths.masked_fill_(episode_done, 0)
         return info

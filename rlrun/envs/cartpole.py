@@ -69,6 +69,7 @@ class CartPoleVecEnv(VecEnv):
         f32 = dict(dtype=torch.float32, device=self.device)
         self._force_right = torch.tensor(FORCE_MAG / TOTAL_MASS, **f32)
         self._force_left = torch.tensor(-FORCE_MAG / TOTAL_MASS, **f32)
+        self._gravity = torch.tensor(GRAVITY, **f32)  # 0-d tensor operands: a Python float costs a conversion per op
         self._four_thirds_length = torch.tensor(LENGTH * 4.0 / 3.0, **f32)
         self._thresholds = torch.tensor([X_THRESHOLD, THETA_THRESHOLD], **f32)
         self.state = self._initial_states()
@@ -102,12 +103,12 @@ class CartPoleVecEnv(VecEnv):
         #   xacc     = temp - polemass_length * thetaacc * cos / total_mass
         #   (x, x_dot, theta, theta_dot) += tau * (x_dot, xacc, theta_dot, thetaacc)
         state = self.state
-        x_dot, theta, theta_dot = state[:, 1], state[:, 2], state[:, 3]
-        force = torch.where(actions.reshape(self.num_envs) == 1, self._force_right, self._force_left)
+        _, x_dot, theta, theta_dot = state.unbind(1)
+        force = torch.where(actions.view(self.num_envs) == 1, self._force_right, self._force_left)
         cos = torch.cos(theta)
         sin = torch.sin(theta)
         temp = torch.addcmul(force, theta_dot.square(), sin, value=POLEMASS_LENGTH / TOTAL_MASS)
-        numer = torch.addcmul(GRAVITY * sin, cos, temp, value=-1.0)
+        numer = torch.addcmul(torch.mul(sin, self._gravity), cos, temp, value=-1.0)
         denom = torch.addcmul(self._four_thirds_length, cos, cos, value=-LENGTH * MASSPOLE / TOTAL_MASS)
         thetaacc = numer / denom
         xacc = torch.addcmul(temp, thetaacc, cos, value=-POLEMASS_LENGTH / TOTAL_MASS)

@@ -1,0 +1,31 @@
+"""Distributional RL: the categorical (C51) projection of Bellemare et al. 2017."""
+
+from __future__ import annotations
+
+import torch
+
+
+def categorical_projection(
+    next_probs: torch.Tensor, rewards: torch.Tensor, discounts: torch.Tensor, support: torch.Tensor
+) -> torch.Tensor:
+    """Project the distribution of r + gamma_n Z(s', a*) back onto the fixed support z_0..z_{K-1}.
+
+        Tz_j   = clip(r + gamma_n z_j, v_min, v_max)          (gamma_n = 0 where the episode terminated)
+        b_j    = (Tz_j - v_min) / dz,   l = floor(b_j),  u = ceil(b_j)
+        m_l   += p_j (u - b_j),   m_u += p_j (b_j - l)          (all of p_j to l when b_j is an integer)
+
+    next_probs [B, K] (rows sum to 1), rewards [B], discounts [B] (gamma^n, or 0 at a terminal
+    state), support [K] evenly spaced; returns the target probabilities m [B, K].
+    """
+    batch, atoms = next_probs.shape
+    v_min, v_max = support[0], support[-1]
+    dz = (v_max - v_min) / (atoms - 1)
+    tz = (rewards.unsqueeze(1) + discounts.unsqueeze(1) * support.unsqueeze(0)).clamp(v_min, v_max)  # [B, K]
+    b = (tz - v_min) / dz  # [B, K] in [0, K-1]
+    lower, upper = b.floor(), b.ceil()
+    on_atom = (upper == lower).to(next_probs.dtype)  # b is an atom: its whole mass goes to l
+    offset = (torch.arange(batch, device=next_probs.device) * atoms).unsqueeze(1)  # [B, 1]
+    target = torch.zeros(batch * atoms, dtype=next_probs.dtype, device=next_probs.device)
+    target.index_add_(0, (lower.long() + offset).view(-1), (next_probs * (upper - b + on_atom)).view(-1))
+    target.index_add_(0, (upper.long() + offset).view(-1), (next_probs * (b - lower)).view(-1))
+    return target.view(batch, atoms)
