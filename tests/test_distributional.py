@@ -1,0 +1,48 @@
+"""The C51 categorical projection on a 5-atom support, against hand-computed targets."""
+
+from __future__ import annotations
+
+import torch
+
+from rlrun.distributional import categorical_projection
+
+SUPPORT = torch.linspace(-2.0, 2.0, 5)  # z = [-2, -1, 0, 1, 2], dz = 1
+P = torch.tensor([[0.1, 0.2, 0.3, 0.2, 0.2]])
+
+
+def test_mass_between_atoms_is_split_by_distance():
+    # r = 0.5, gamma = 1: Tz = [-1.5, -0.5, 0.5, 1.5, 2.5 -> 2 (clipped)], b = [0.5, 1.5, 2.5, 3.5, 4]
+    # atom 0: 0.1 * 0.5                    = 0.05
+    # atom 1: 0.1 * 0.5 + 0.2 * 0.5        = 0.15
+    # atom 2: 0.2 * 0.5 + 0.3 * 0.5        = 0.25
+    # atom 3: 0.3 * 0.5 + 0.2 * 0.5        = 0.25
+    # atom 4: 0.2 * 0.5 + 0.2 (lands on 2) = 0.30
+    m = categorical_projection(P, torch.tensor([0.5]), torch.tensor([1.0]), SUPPORT)
+    assert torch.allclose(m, torch.tensor([[0.05, 0.15, 0.25, 0.25, 0.30]]))
+
+
+def test_mass_landing_exactly_on_atoms_stays_whole():
+    # r = 1, gamma = 1: Tz = [-1, 0, 1, 2, 3 -> 2]; every b is an integer: shift by one atom, top two merge.
+    m = categorical_projection(P, torch.tensor([1.0]), torch.tensor([1.0]), SUPPORT)
+    assert torch.allclose(m, torch.tensor([[0.0, 0.1, 0.2, 0.3, 0.4]]))
+
+
+def test_terminal_state_puts_everything_at_the_reward():
+    # gamma_n = 0 (terminated): Tz = r = 1 for every atom -> all mass on z = 1.
+    m = categorical_projection(P, torch.tensor([1.0]), torch.tensor([0.0]), SUPPORT)
+    assert torch.allclose(m, torch.tensor([[0.0, 0.0, 0.0, 1.0, 0.0]]))
+
+
+def test_mass_beyond_the_support_edges_is_clipped_to_them():
+    # r = 5 and r = -5: everything past v_max / v_min lands on the edge atom.
+    m = categorical_projection(P.repeat(2, 1), torch.tensor([5.0, -5.0]), torch.tensor([0.9, 0.9]), SUPPORT)
+    assert torch.allclose(m, torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0, 0.0]]))
+
+
+def test_projection_keeps_total_probability():
+    torch.manual_seed(0)
+    support = torch.linspace(-10, 10, 51)
+    probs = torch.softmax(torch.randn(64, 51), -1)
+    m = categorical_projection(probs, torch.randn(64) * 3, torch.rand(64) * 0.99, support)
+    assert torch.allclose(m.sum(-1), torch.ones(64), atol=1e-5)
+    assert (m >= 0).all()
