@@ -91,3 +91,7 @@ def run_on_policy(agent, env: VecEnv, obs: torch.Tensor, run: RunHooks) -> torch
         metrics = agent.update(batch)
         stop = run.end_iteration({**metrics, **schedule})
     return obs
+
+
+# What an algorithm's class attribute ``loop`` names.
+LOOPS = {"on_policy": run_on_policy}

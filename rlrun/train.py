@@ -24,7 +24,7 @@ from rlrun.config import ConfigError, EnvConfig, TrainConfig, flatten, load, to_
 from rlrun.envs import VecEnv, is_ale_id, make_vec_env
 from rlrun.envs.wrappers import ClipObservation, ClipReward, NormalizeObservation, RunningMeanStd, ScaleReward
 from rlrun.logger import Logger, write_json
-from rlrun.loops import run_on_policy
+from rlrun.loops import LOOPS
 
 TRAIN_SEEDS, EVAL_SEEDS = 0, 1  # the purpose key of env_seed()
 
@@ -268,7 +268,7 @@ def train(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
     status = "failed"
     try:
         obs = env.reset(seed=env_seed(cfg.seed, TRAIN_SEEDS, run.step))
-        run_on_policy(agent, env, obs, run)
+        LOOPS[type(agent).loop](agent, env, obs, run)
         if run.last_eval_step != run.step or run.final_eval_return is None:
             run.run_eval()
         status = "completed"

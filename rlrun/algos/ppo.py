@@ -162,6 +162,7 @@ class PPO:
     """Owns the actor-critic and its optimiser; ``update(batch)`` is one PPO iteration."""
 
     Config = PPOConfig
+    loop = "on_policy"  # rlrun.loops.LOOPS: collect a rollout, compute GAE, update
 
     def __init__(self, cfg: PPOConfig, observation_space: gym.Space, action_space: gym.Space,
                  device: torch.device):
