@@ -11,12 +11,14 @@ from rlrun.networks import MLP, _MLPFunction, flatten_parameters, mlp, tanh
 
 
 def test_tanh_matches_torch_tanh_and_its_gradient():
+    torch.manual_seed(0)
     x = torch.linspace(-20, 20, 10001, requires_grad=True)
     assert (tanh(x) - torch.tanh(x)).abs().max() < 1e-6
     g = torch.randn(10001)
     (ours,) = torch.autograd.grad(tanh(x), x, g)
     (ref,) = torch.autograd.grad(torch.tanh(x), x, g)
-    assert (ours - ref).abs().max() < 1e-6
+    # d/dx = g (1 - y^2): an error e in y moves it by at most |g| * 2e, with e < 2.5e-7
+    assert ((ours - ref).abs() <= 5e-7 * g.abs() + 1e-7).all()
 
 
 def _reference(net: MLP, activation: str) -> nn.Sequential:
