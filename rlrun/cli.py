@@ -59,6 +59,10 @@ def hydra_train(cfg: DictConfig) -> float:
             _remove_if_unused(run_dir)
         print(f"rlrun: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    if summary["status"] == "interrupted":  # Ctrl-C: checkpoint and summary are saved; stop a sweep too
+        print(f"rlrun: interrupted at step {summary['steps']}; resume with `rlrun train resume={run_dir}`",
+              file=sys.stderr)
+        raise SystemExit(130)
     return final_return(summary)
 
 
