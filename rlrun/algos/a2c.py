@@ -1,0 +1,108 @@
+"""Advantage actor-critic, synchronous (A2C: the batched form of Mnih et al. 2016's A3C).
+
+    L = -E[ log pi(a_t|s_t) A_t ] + vf_coef * 1/2 E[ (V(s_t) - R_t)^2 ] - ent_coef * E[ H(pi(.|s_t)) ]
+
+one gradient step per rollout of ``num_steps`` over the vector env. A_t is GAE(lambda) from the
+shared rollout (:func:`rlrun.loops.run_on_policy`): lambda = 1 gives the classic n-step A2C
+advantage (returns bootstrapped from V at the rollout's end, i.e. Monte Carlo within the rollout),
+lambda = 0 the one-step TD error. Actor and critic are separate MLPs or one shared trunk.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from rlrun.algos.base import OnPolicyConfig
+from rlrun.algos.ppo import clipped_value_loss, explained_variance, normalize_advantages
+from rlrun.algos.vpg import PolicyGradient
+from rlrun.config import _check, _choice, _unit
+from rlrun.networks import ACTIVATIONS, ActorCritic, layer_init, mlp
+
+OPTIMIZERS = ("rmsprop", "adam")
+
+
+@dataclass
+class A2CConfig(OnPolicyConfig):
+    """A2C's own hyperparameters on top of the shared on-policy ones."""
+
+    name: str = "a2c"
+    optimizer: str = "rmsprop"
+    """rmsprop (as in Mnih et al. 2016) or adam."""
+    rmsprop_alpha: float = 0.99
+    """RMSprop's smoothing constant."""
+    shared_network: bool = False
+    """One MLP trunk with a policy head and a value head (true) or two separate MLPs (false)."""
+    ent_coef: float = 0.0
+    """Entropy bonus weight."""
+    vf_coef: float = 0.5
+    """Value loss weight."""
+    norm_adv: bool = False
+    """Normalise the advantages of each batch to mean 0, std 1."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _choice("algo.optimizer", self.optimizer, OPTIMIZERS)
+        _unit("algo.rmsprop_alpha", self.rmsprop_alpha)
+        _check(self.ent_coef >= 0, "algo.ent_coef", self.ent_coef, "a number >= 0")
+        _check(self.vf_coef >= 0, "algo.vf_coef", self.vf_coef, "a number >= 0")
+
+
+class SharedActorCritic(ActorCritic):
+    """:class:`ActorCritic` whose vector-observation actor and critic share one MLP trunk: the hidden layers
+    feed a linear policy head and a linear value head (the layout ActorCritic uses for images)."""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, hidden_sizes: list[int],
+                 activation: str = "tanh", ortho_init: bool = True, log_std_init: float = 0.0):
+        super().__init__(observation_space, action_space, hidden_sizes, activation, ortho_init, log_std_init)
+        if self.image:
+            return  # images already share the CNN trunk
+        obs_dim = int(math.prod(observation_space.shape))
+        act_dim = self.actor[-1].out_features
+        trunk = mlp(obs_dim, hidden_sizes[:-1], hidden_sizes[-1], activation, math.sqrt(2), ortho_init)
+        self.trunk = nn.Sequential(nn.Flatten() if len(observation_space.shape) > 1 else nn.Identity(), trunk,
+                                   ACTIVATIONS[activation]())
+        self.actor = layer_init(nn.Linear(hidden_sizes[-1], act_dim), 0.01, ortho_init)
+        self.critic = layer_init(nn.Linear(hidden_sizes[-1], 1), 1.0, ortho_init)
+        self.image = True  # ActorCritic's "one trunk, two heads" path
+
+
+class A2C(PolicyGradient):
+    """One gradient step on the actor-critic loss per rollout."""
+
+    Config = A2CConfig
+
+    def __init__(self, cfg: A2CConfig, observation_space: gym.Space, action_space: gym.Space,
+                 device: torch.device):
+        super().__init__(cfg, observation_space, action_space, device)
+        self.params = list(self.policy.parameters())
+        if cfg.optimizer == "rmsprop":
+            optimizer = torch.optim.RMSprop(self.params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=cfg.adam_eps)
+        else:
+            optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.adam_eps)
+        self.add_optimizer("policy", optimizer)
+
+    def build_policy(self, observation_space: gym.Space, action_space: gym.Space) -> ActorCritic:
+        if not self.cfg.shared_network:
+            return super().build_policy(observation_space, action_space)
+        cfg = self.cfg
+        return SharedActorCritic(observation_space, action_space, cfg.hidden_sizes, cfg.activation,
+                                 cfg.ortho_init, cfg.log_std_init)
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        cfg = self.cfg
+        logp, entropy, values = self.policy.evaluate(batch["obs"], batch["actions"])
+        advantages = normalize_advantages(batch["advantages"]) if cfg.norm_adv else batch["advantages"]
+        policy_loss = -(logp * advantages).mean()
+        value_loss = clipped_value_loss(values, None, batch["returns"], None)
+        entropy = entropy.mean()
+        loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
+        self.gradient_step(self.optimizers["policy"], loss, self.params)
+        return {"losses/policy_loss": policy_loss.detach(), "losses/value_loss": value_loss.detach(),
+                "losses/entropy": entropy.detach(),
+                "losses/explained_variance": explained_variance(batch["values"], batch["returns"])}
