@@ -123,6 +123,8 @@ class CheckpointConfig:
     """Save every this many env steps (0: only at the end or on interruption)."""
     keep: int = 2
     """Periodic checkpoints to keep (the newest ones); the final one is always kept."""
+    replay: bool = False
+    """Off-policy algorithms: include the replay buffer in checkpoints (large: ~7 GB for 1M Atari transitions)."""
 
     def __post_init__(self) -> None:
         _check(self.every_steps >= 0, "checkpoint.every_steps", self.every_steps, "an integer >= 0")

@@ -78,7 +78,11 @@ def run_on_policy(agent, env: VecEnv, obs: torch.Tensor, run: RunHooks) -> torch
     buffer = RolloutBuffer(cfg.num_steps, env)
     batch_steps = cfg.num_steps * env.num_envs
     stop = run.step >= run.total_steps
+    targets = getattr(agent, "targets", None)  # buffer -> batch, where an algorithm has its own (VPG: reward-to-go)
+    whole_episodes = getattr(agent, "whole_episodes", False)  # every batch starts from freshly reset envs
     while not stop:
+        if whole_episodes:
+            obs = env.reset()
         schedule = agent.set_progress(run.step / run.total_steps)
         for t in range(cfg.num_steps):
             action, logp = agent.policy.act(obs)
@@ -87,11 +91,55 @@ def run_on_policy(agent, env: VecEnv, obs: torch.Tensor, run: RunHooks) -> torch
             run.record_episodes(info)
             obs = next_obs
         run.step += batch_steps
-        batch = buffer.compute(agent.policy.value, cfg.gamma, cfg.gae_lambda)
+        if targets is None:
+            batch = buffer.compute(agent.policy.value, cfg.gamma, cfg.gae_lambda)
+        else:
+            batch = targets(buffer)
         metrics = agent.update(batch)
         stop = run.end_iteration({**metrics, **schedule})
     return obs
 
 
+def run_off_policy(agent, env: VecEnv, obs: torch.Tensor, run: RunHooks) -> torch.Tensor:
+    """Act, store, sample, update, log: the DQN family's loop.
+
+    Every env step goes into the agent's replay buffer (n-step returns are built there, at
+    insertion). After ``learning_starts`` env steps, every ``train_frequency`` env steps run
+    ``gradient_steps`` updates on sampled batches (with prioritized replay the batch comes back
+    with new priorities), then the target network is updated as due. The run is told about an
+    iteration every ``log_every`` env steps. Returns the last observation.
+    """
+    cfg = agent.cfg
+    replay = agent.make_replay(env.num_envs)
+    replay.start(obs)
+    n = env.num_envs
+    metrics: dict[str, Any] = {}
+    last_log, last_train = run.step, run.step
+    stop = run.step >= run.total_steps
+    schedule = agent.set_progress(run.step / run.total_steps)
+    while not stop:
+        action, _ = agent.policy.act(obs)
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        replay.add(obs, action, reward, terminated, truncated, next_obs, info)
+        run.record_episodes(info)
+        obs = next_obs
+        run.step += n
+        if run.step >= cfg.learning_starts and run.step - last_train >= cfg.train_frequency and len(replay):
+            last_train = run.step
+            for _ in range(cfg.gradient_steps):
+                batch = agent.sample()
+                metrics = agent.update(batch)
+                if "priorities" in batch:
+                    replay.update_priorities(batch["indices"], batch["priorities"])
+                agent.update_target(run.step)
+        if run.step - last_log >= cfg.log_every or run.step >= run.total_steps:
+            last_log = run.step
+            stop = run.end_iteration({**metrics, **schedule})
+            schedule = agent.set_progress(run.step / run.total_steps)
+        elif run.step % 64 < n:  # epsilon and beta follow the step closely between logged iterations
+            schedule = agent.set_progress(run.step / run.total_steps)
+    return obs
+
+
 # What an algorithm's class attribute ``loop`` names.
-LOOPS = {"on_policy": run_on_policy}
+LOOPS = {"on_policy": run_on_policy, "off_policy": run_off_policy}

@@ -341,3 +341,110 @@ class ActorCritic(nn.Module):
         logp, entropy = self.log_prob_entropy(params, action)
         return logp, entropy, value
 
+
+
+# ----------------------------------------------------------------- Q-networks (DQN and the Rainbow heads)
+def scaled_noise(size: int, device: torch.device | None = None) -> torch.Tensor:
+    """f(x) = sign(x) sqrt(|x|), x ~ N(0, 1): the noise of factorised Gaussian NoisyNets."""
+    x = torch.randn(size, device=device)
+    return x.sign() * x.abs().sqrt()
+
+
+class NoisyLinear(nn.Module):
+    """Factorised Gaussian noisy linear layer (Fortunato et al. 2018):
+
+        y = (mu_w + sigma_w * (f(eps_out) f(eps_in)^T)) x + mu_b + sigma_b * f(eps_out)
+
+    Initialisation: mu ~ U[-1/sqrt(p), 1/sqrt(p)], sigma = sigma_0 / sqrt(p) with p the input size.
+    :meth:`reset_noise` draws new eps; ``forward(x, noise=False)`` uses the mean weights only.
+    """
+
+    def __init__(self, in_features: int, out_features: int, sigma_0: float = 0.5):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight_mu = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
+        self.weight_sigma = nn.Parameter(torch.full((out_features, in_features), sigma_0 * bound))
+        self.bias_mu = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound))
+        self.bias_sigma = nn.Parameter(torch.full((out_features,), sigma_0 * bound))
+        self.register_buffer("eps_in", torch.zeros(in_features))
+        self.register_buffer("eps_out", torch.zeros(out_features))
+        self.reset_noise()
+
+    @torch.no_grad()
+    def reset_noise(self) -> None:
+        self.eps_in.copy_(scaled_noise(self.in_features, self.eps_in.device))
+        self.eps_out.copy_(scaled_noise(self.out_features, self.eps_out.device))
+
+    def forward(self, x: torch.Tensor, noise: bool = True) -> torch.Tensor:
+        if not noise:
+            return nn.functional.linear(x, self.weight_mu, self.bias_mu)
+        weight = self.weight_mu + self.weight_sigma * torch.outer(self.eps_out, self.eps_in)  # [out, in]
+        bias = self.bias_mu + self.bias_sigma * self.eps_out  # [out]
+        return nn.functional.linear(x, weight, bias)
+
+
+def dueling_aggregate(value: torch.Tensor, advantage: torch.Tensor) -> torch.Tensor:
+    """Dueling head (Wang et al. 2016): Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a').
+
+    value [B, 1, K], advantage [B, A, K] -> [B, A, K] (K = 1 for scalar Q, the atoms for C51 logits).
+    """
+    return value + advantage - advantage.mean(1, keepdim=True)
+
+
+class QNetwork(nn.Module):
+    """Q(s, .) for DQN and every Rainbow head combination in one module.
+
+    trunk:  Nature CNN (uint8 images) or an MLP of ``hidden_sizes[:-1]`` (vectors), ReLU
+    stream: [Noisy]Linear(trunk, hidden_sizes[-1]) -> ReLU -> [Noisy]Linear(hidden, outputs)
+    head:   one stream with A * K outputs, or (dueling) a value stream (K outputs) and an advantage
+            stream (A * K) combined by :func:`dueling_aggregate`.
+    ``atoms`` = K > 1 makes the outputs C51 logits over a fixed support; K = 1 makes them Q-values.
+    ``noisy`` makes the stream layers :class:`NoisyLinear` (the trunk stays deterministic, as in Rainbow).
+    """
+
+    def __init__(self, observation_space: gym.Space, num_actions: int, hidden_sizes: list[int],
+                 dueling: bool = False, noisy: bool = False, atoms: int = 1, sigma_0: float = 0.5):
+        super().__init__()
+        self.num_actions, self.atoms, self.dueling, self.noisy = num_actions, atoms, dueling, noisy
+        obs_shape = observation_space.shape
+        if len(obs_shape) == 3:
+            self.trunk: nn.Module = NatureCNN(obs_shape[0], ortho=False)
+            self.trunk.net = self.trunk.net[:-2]  # conv layers only: the streams hold the 512-unit layers
+            trunk_dim, hidden = 64 * 7 * 7, hidden_sizes[-1]
+        else:
+            layers: list[nn.Module] = [nn.Flatten()] if len(obs_shape) > 1 else []
+            last = int(math.prod(obs_shape))
+            for size in hidden_sizes[:-1]:
+                layers += [nn.Linear(last, size), nn.ReLU()]
+                last = size
+            self.trunk = nn.Sequential(*layers)
+            trunk_dim, hidden = last, hidden_sizes[-1]
+        make = (lambda i, o: NoisyLinear(i, o, sigma_0)) if noisy else nn.Linear
+        self.stream = nn.ModuleList([make(trunk_dim, hidden), make(hidden, num_actions * atoms)])
+        if dueling:
+            self.value_stream = nn.ModuleList([make(trunk_dim, hidden), make(hidden, atoms)])
+
+    @staticmethod
+    def _run(stream: nn.ModuleList, x: torch.Tensor, noise: bool) -> torch.Tensor:
+        for i, layer in enumerate(stream):
+            x = layer(x, noise) if isinstance(layer, NoisyLinear) else layer(x)
+            if i < len(stream) - 1:
+                x = torch.relu(x)
+        return x
+
+    def forward(self, obs: torch.Tensor, noise: bool = True) -> torch.Tensor:
+        """Q-values [B, A] (atoms = 1) or C51 logits [B, A, K]; ``noise=False``: noisy layers use their means."""
+        features = self.trunk(obs)  # [B, F]
+        out = self._run(self.stream, features, noise).view(-1, self.num_actions, self.atoms)  # [B, A, K]
+        if self.dueling:
+            value = self._run(self.value_stream, features, noise).view(-1, 1, self.atoms)  # [B, 1, K]
+            out = dueling_aggregate(value, out)
+        return out.squeeze(-1) if self.atoms == 1 else out
+
+    def reset_noise(self) -> None:
+        """Draw new noise for every NoisyLinear layer (a no-op without noisy layers)."""
+        if self.noisy:
+            for stream in (self.stream, self.value_stream) if self.dueling else (self.stream,):
+                for layer in stream:
+                    layer.reset_noise()

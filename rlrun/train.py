@@ -201,6 +201,8 @@ class Run:
             "steps_to_threshold": self.steps_to_threshold, "seconds_to_threshold": self.seconds_to_threshold,
             "eval_count": self.eval_count, "torch_rng": torch.get_rng_state(),
         }
+        if self.cfg.checkpoint.replay and hasattr(self.agent, "replay_state_dict"):
+            state["replay"] = self.agent.replay_state_dict()
         path = checkpoint.save(state, checkpoint.path_for(self.run_dir, self.step))
         checkpoint.prune(self.run_dir, self.cfg.checkpoint.keep)
         self.last_ckpt_step = self.step
@@ -225,6 +227,12 @@ def build(cfg: TrainConfig, device: torch.device):
         space = env.single_action_space
         if not isinstance(space, (gym.spaces.Discrete, gym.spaces.Box)):
             raise ConfigError(f"algo={cfg.algo.name} needs a Discrete or Box action space; {cfg.env.id} has {space}.")
+        accepted = getattr(algo_cls, "action_spaces", (gym.spaces.Discrete, gym.spaces.Box))
+        if not isinstance(space, accepted):
+            others = sorted(n for n, a in ALGOS.items()
+                            if isinstance(space, getattr(a, "action_spaces", (gym.spaces.Discrete, gym.spaces.Box))))
+            raise ConfigError(f"algo={cfg.algo.name} needs a {' or '.join(c.__name__ for c in accepted)} action space, "
+                              f"but {cfg.env.id} has {space}: use an algorithm that accepts it ({', '.join(others)}).")
         if getattr(cfg.algo, "norm_obs", False) and env.single_observation_space.dtype == np.uint8:
             raise ConfigError(
                 f"algo.norm_obs=true normalises vector observations, but {cfg.env.id} gives uint8 images "
@@ -256,6 +264,8 @@ def train(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
         agent.load_state_dict(state["agent"])
         env.load_state_dict(state["env"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("replay") is not None:
+            agent.load_replay_state_dict(state["replay"])
     run_dir.mkdir(parents=True, exist_ok=True)
     logger = Logger(run_dir, purge_step=state["step"] + 1 if state else None, progress=cfg.progress,
                     total_steps=cfg.total_steps, start_step=state["step"] if state else 0,

@@ -1,7 +1,12 @@
 """One file per algorithm; ``ALGOS`` maps the names ``algo=<name>`` accepts to their classes."""
 
+from rlrun.algos.a2c import A2C
+from rlrun.algos.npg import NPG
+from rlrun.algos.dqn import DQN
 from rlrun.algos.ppo import PPO
+from rlrun.algos.trpo import TRPO
+from rlrun.algos.vpg import VPG
 
-ALGOS = {"ppo": PPO}
+ALGOS = {"ppo": PPO, "vpg": VPG, "a2c": A2C, "npg": NPG, "trpo": TRPO, "dqn": DQN, "rainbow": DQN}
 
-__all__ = ["ALGOS", "PPO"]
+__all__ = ["ALGOS", "A2C", "DQN", "NPG", "PPO", "TRPO", "VPG"]
