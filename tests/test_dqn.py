@@ -11,8 +11,16 @@ import pytest
 import torch
 
 from rlrun import checkpoint
-from rlrun.algos.dqn import (DQN, DQNConfig, categorical_loss, epsilon_greedy, greedy_next_action,
-                             linear_schedule, td_loss, td_target)
+from rlrun.algos.dqn import (
+    DQN,
+    DQNConfig,
+    categorical_loss,
+    epsilon_greedy,
+    greedy_next_action,
+    linear_schedule,
+    td_loss,
+    td_target,
+)
 from rlrun.config import ConfigError, load
 from rlrun.networks import NoisyLinear, QNetwork, dueling_aggregate
 from rlrun.train import train
