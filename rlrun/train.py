@@ -162,7 +162,11 @@ class Run:
             self._episodes.clear()
             self.logger.episodes(rets[done].tolist(), lens[done].float().tolist(), self.step)
         tensors = {k: v for k, v in metrics.items() if isinstance(v, torch.Tensor)}
-        values = dict(zip(tensors, torch.stack([v.float() for v in tensors.values()]).tolist())) if tensors else {}
+        values = {}
+        if tensors:  # one device-to-host copy for all of them (an update may mix CPU and CUDA scalars)
+            device = next(iter(tensors.values())).device
+            stacked = torch.stack([v.detach().float().reshape(()).to(device) for v in tensors.values()])
+            values = dict(zip(tensors, stacked.tolist()))
         values.update({k: float(v) for k, v in metrics.items() if not isinstance(v, torch.Tensor)})
         values["charts/SPS"] = self.sps()
         self.logger.scalars(values, self.step)
@@ -201,6 +205,9 @@ class Run:
             "steps_to_threshold": self.steps_to_threshold, "seconds_to_threshold": self.seconds_to_threshold,
             "eval_count": self.eval_count, "torch_rng": torch.get_rng_state(),
         }
+        device = getattr(self.agent, "device", torch.device("cpu"))
+        if device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(device)
         if self.cfg.checkpoint.replay and hasattr(self.agent, "replay_state_dict"):
             state["replay"] = self.agent.replay_state_dict()
         path = checkpoint.save(state, checkpoint.path_for(self.run_dir, self.step))
@@ -263,7 +270,9 @@ def train(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
     if state:
         agent.load_state_dict(state["agent"])
         env.load_state_dict(state["env"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # loaded onto the training device with the rest
+        if state.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         if state.get("replay") is not None:
             agent.load_replay_state_dict(state["replay"])
     run_dir.mkdir(parents=True, exist_ok=True)

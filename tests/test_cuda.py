@@ -1,0 +1,77 @@
+"""Training on CUDA: every algorithm and backend runs with its tensors on the GPU.
+
+Skipped where there is no GPU (CI has none); run on a GPU machine with
+``python -m pytest -q tests/test_cuda.py``. The checkpoint of a CUDA run is read back without a
+``map_location`` so its tensors show where training kept them.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlrun import checkpoint
+from rlrun.train import train
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _tensors(tree):
+    """Every tensor in a nested state dict, except optimizers' ``step`` counters (torch keeps those on the CPU)."""
+    if isinstance(tree, torch.Tensor):
+        yield tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            if key != "step":
+                yield from _tensors(value)
+    elif isinstance(tree, (list, tuple)):
+        for value in tree:
+            yield from _tensors(value)
+
+
+def _agent_devices(run_dir) -> set[str]:
+    state = torch.load(checkpoint.latest(run_dir), weights_only=True)  # no map_location: as saved
+    return {t.device.type for t in _tensors(state["agent"]) if t.is_floating_point()}
+
+
+@pytest.mark.parametrize("algo", ["ppo", "vpg", "a2c", "npg", "trpo", "dqn", "rainbow"])
+def test_every_algorithm_trains_on_cuda(tiny_cfg, tmp_path, algo):
+    overrides = [f"algo={algo}", "device=cuda"]
+    if algo in ("dqn", "rainbow"):
+        overrides += ["total_steps=2000", "algo.learning_starts=500", "eval.every_steps=1000"]
+    summary = train(tiny_cfg(*overrides))
+    assert summary["status"] == "completed"
+    assert summary["final_eval_return"] is not None
+    assert _agent_devices(tmp_path / "run") == {"cuda"}
+
+
+@pytest.mark.parametrize("algo", ["ppo", "trpo"])
+def test_gaussian_policy_on_gymnasium_backend_trains_on_cuda(tiny_cfg, tmp_path, algo):
+    summary = train(tiny_cfg(f"algo={algo}", "env=Pendulum", "device=cuda"))
+    assert summary["status"] == "completed"
+    assert _agent_devices(tmp_path / "run") == {"cuda"}
+
+
+@pytest.mark.parametrize("algo", ["ppo", "rainbow"])
+def test_atari_trains_on_cuda(tiny_cfg, tmp_path, algo):
+    pytest.importorskip("ale_py")
+    overrides = [f"algo={algo}", "env=Pong", "env.num_envs=4", "device=cuda", "total_steps=1024",
+                 "eval.every_steps=0", "eval.episodes=1", "env.max_episode_frames=2000"]
+    if algo == "rainbow":
+        overrides += ["algo.learning_starts=256", "algo.buffer_size=4096"]
+    else:
+        overrides += ["algo.num_steps=128"]
+    summary = train(tiny_cfg(*overrides))
+    assert summary["status"] == "completed"
+    assert _agent_devices(tmp_path / "run") == {"cuda"}
+
+
+def test_cuda_checkpoint_resumes_on_cuda_and_loads_on_cpu(tiny_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_cfg("algo=dqn", "device=cuda", "total_steps=1000", "algo.learning_starts=200",
+                   "checkpoint.replay=true", run_dir=run_dir))
+    on_cpu = checkpoint.load(checkpoint.latest(run_dir), "cpu")
+    assert {t.device.type for t in _tensors(on_cpu)} == {"cpu"}
+    summary = train(tiny_cfg("algo=dqn", "device=cuda", "total_steps=2000", "algo.learning_starts=200",
+                             "checkpoint.replay=true", f"resume={run_dir}", run_dir=run_dir))
+    assert summary["status"] == "completed" and summary["steps"] >= 2000
