@@ -63,12 +63,17 @@ class SumTree:
             self.tree[node] = self.tree[2 * node] + self.tree[2 * node + 1]
 
     def find(self, values: torch.Tensor) -> torch.Tensor:
-        """The leaf i with prefix_{i-1} < value <= prefix_i for each value [M] in (0, total]: leaf indices [M]."""
+        """The leaf i with prefix_{i-1} < value <= prefix_i for each value [M] in (0, total]: leaf indices [M].
+
+        Rounding can leave a value a hair above the mass of the subtree it descends into; the
+        search then stays on the side that has mass, so it never returns a leaf of priority 0
+        (an empty slot or a retired transition, whose importance weight would be infinite).
+        """
         node = torch.ones_like(values, dtype=torch.int64)  # [M]
         values = values.to(self.tree.dtype)
         for _ in range(self.depth):
             left = self.tree[2 * node]  # [M]
-            right = values > left
+            right = ((values > left) & (self.tree[2 * node + 1] > 0)) | (left <= 0)
             values = torch.where(right, values - left, values)
             node = 2 * node + right
         return node - self.size

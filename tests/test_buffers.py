@@ -105,6 +105,22 @@ def test_sum_tree_sampling_frequencies_are_proportional_to_priority():
     assert freq[4] == 0  # priority 0 is never drawn
     assert torch.allclose(freq, priorities.double() / priorities.sum(), atol=0.01), freq
 
+def test_sum_tree_never_returns_a_zero_priority_leaf_under_rounding():
+    # Random float priorities with retired (0) leaves between them and an empty tail, searched at
+    # every prefix-sum boundary and at the total: values where rounding decides the branch. A zero
+    # leaf would get an infinite importance weight (on CUDA a Rainbow run on Breakout died of it).
+    for seed in range(10):
+        g = torch.Generator().manual_seed(seed)
+        priorities = torch.rand(1000, generator=g, dtype=torch.float64) * 10
+        priorities[::3] = 0
+        priorities[700:] = 0
+        tree = SumTree(1000, torch.device("cpu"))
+        tree.update(torch.arange(1000), priorities)
+        values = torch.cat([priorities.cumsum(0), tree.total.view(1)])
+        leaves = tree.find(values[values > 0])
+        assert bool((leaves < 1000).all()) and bool((priorities[leaves] > 0).all())
+
+
 
 def test_importance_weights_hand_computed():
     # count 4, P = [0.5, 0.25], beta 1: w = (4 P)^-1 = [0.5, 1] -> / max = [0.5, 1]
