@@ -21,7 +21,9 @@ def categorical_projection(
     v_min, v_max = support[0], support[-1]
     dz = (v_max - v_min) / (atoms - 1)
     tz = (rewards.unsqueeze(1) + discounts.unsqueeze(1) * support.unsqueeze(0)).clamp(v_min, v_max)  # [B, K]
-    b = (tz - v_min) / dz  # [B, K] in [0, K-1]
+    # [B, K] in [0, K-1]; the clamp keeps rounding from putting b a hair past K-1 (seen on CUDA:
+    # ceil(b) = K, an index past the support).
+    b = ((tz - v_min) / dz).clamp(0, atoms - 1)
     lower, upper = b.floor(), b.ceil()
     on_atom = (upper == lower).to(next_probs.dtype)  # b is an atom: its whole mass goes to l
     offset = (torch.arange(batch, device=next_probs.device) * atoms).unsqueeze(1)  # [B, 1]

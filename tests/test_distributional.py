@@ -46,3 +46,16 @@ def test_projection_keeps_total_probability():
     m = categorical_projection(probs, torch.randn(64) * 3, torch.rand(64) * 0.99, support)
     assert torch.allclose(m.sum(-1), torch.ones(64), atol=1e-5)
     assert (m >= 0).all()
+
+
+def test_projection_stays_on_the_support_when_the_top_edge_rounds_up(monkeypatch):
+    # On CUDA, (v_max - v_min) / dz came out a hair above K - 1 for a clipped target (a Rainbow run
+    # on Breakout died of an index past the support). Make tensor-by-tensor division (the one that
+    # computes b) round up here and check that all mass still lands on the K atoms, at the top edge.
+    support = torch.linspace(-10.0, 10.0, 51)
+    real_div = torch.Tensor.__truediv__
+    monkeypatch.setattr(torch.Tensor, "__truediv__", 
+                        lambda a, b: real_div(a, b) * (1 + 1e-5) if isinstance(b, torch.Tensor) else real_div(a, b))
+    target = categorical_projection(torch.full((1, 51), 1 / 51), torch.tensor([15.0]), torch.tensor([0.0]), support)
+    assert target.shape == (1, 51)
+    assert torch.allclose(target[0, -1], torch.tensor(1.0))
