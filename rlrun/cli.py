@@ -28,6 +28,12 @@ commands:
             rlrun train resume=runs/<run folder> total_steps=500000
             rlrun train --help        (config groups and Hydra flags)
             rlrun train --cfg job     (print the composed config)
+  plot    learning curves across runs and seeds: mean and 95% CI per group, a PNG and a table
+            rlrun plot runs/multirun/<date>/<time> --out curves.png
+            rlrun plot --help
+  eval    evaluate a run's checkpoint: returns table, optional mp4
+            rlrun eval runs/<run folder> --episodes 20 --video
+            rlrun eval --help
 
 Curves: tensorboard --logdir runs
 """
@@ -103,7 +109,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.argv = ["rlrun train", *rest]
         hydra_train()
         return
-    print(f"rlrun: unknown command {command!r}; the commands are: train.\n\n{USAGE}", file=sys.stderr)
+    if command == "plot":
+        from rlrun.plot import main as plot_main
+
+        raise SystemExit(plot_main(rest))
+    if command == "eval":
+        from rlrun.evaluate import main as eval_main
+
+        raise SystemExit(eval_main(rest))
+    print(f"rlrun: unknown command {command!r}; the commands are: train, plot, eval.\n\n{USAGE}", file=sys.stderr)
     raise SystemExit(2)
 
 
