@@ -49,22 +49,38 @@ def _remove_if_unused(run_dir: Path) -> None:
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")
 def hydra_train(cfg: DictConfig) -> float:
-    """The Hydra task: check the config, train, return the final evaluation return (for sweepers)."""
+    """The Hydra task: check the config, train, return the final evaluation return (for sweepers).
+
+    In a sweep (``-m``) a job that fails records why in its folder (``error.txt``, a ``failed`` row in
+    ``sweep.csv``) and returns NaN, so the other jobs go on; Ctrl-C still stops the whole sweep.
+    """
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    from rlrun.train import final_return, train
+    from rlrun.sweep import cpu_share, record_failure, share_cores
+    from rlrun.train import TrainingDiverged, final_return, train
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     with open_dict(cfg):
         cfg.run_dir = str(run_dir)
+    if multirun and (shared := share_cores(cfg, cpu_share(hydra_cfg))):
+        print(f"rlrun: parallel jobs share the cores: {shared} for {run_dir.name}", flush=True)
     try:
         typed = load(cfg)
         summary = train(typed)
-    except (ConfigError, CheckpointError) as err:
-        if not cfg.get("resume"):
+    except (ConfigError, CheckpointError, TrainingDiverged) as err:
+        if multirun:
+            return record_failure(run_dir, err, with_traceback=False)
+        if not cfg.get("resume") and not isinstance(err, TrainingDiverged):
             _remove_if_unused(run_dir)
         print(f"rlrun: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(1 if isinstance(err, TrainingDiverged) else 2) from None
+    except Exception as err:  # in a sweep any error fails this job only (error.txt keeps it)
+        if not multirun:
+            raise
+        return record_failure(run_dir, err, with_traceback=True)
     if summary["status"] == "interrupted":  # Ctrl-C: checkpoint and summary are saved; stop a sweep too
         print(f"rlrun: interrupted at step {summary['steps']}; resume with `rlrun train resume={run_dir}`",
               file=sys.stderr)
@@ -108,6 +124,10 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(2) from None
         sys.argv = ["rlrun train", *rest]
         hydra_train()
+        from rlrun import sweep
+
+        if sweep.failed_jobs:  # a sweep whose jobs did not all succeed (each one is in sweep.csv)
+            raise SystemExit(1)
         return
     if command == "plot":
         from rlrun.plot import main as plot_main

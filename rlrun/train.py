@@ -29,6 +29,24 @@ from rlrun.loops import LOOPS
 TRAIN_SEEDS, EVAL_SEEDS = 0, 1  # the purpose key of env_seed()
 
 
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the message names it, the step and what usually helps."""
+
+
+def check_finite(values: dict[str, float], step: int) -> None:
+    """Raise :class:`TrainingDiverged` if a logged loss is NaN or infinite (nothing learns after that).
+
+    Explained variance is NaN by definition when the returns of a batch do not vary; it is not checked.
+    """
+    bad = [k for k, v in values.items()
+           if k.startswith("losses/") and k != "losses/explained_variance" and not math.isfinite(v)]
+    if bad:
+        raise TrainingDiverged(
+            f"{bad[0]} = {values[bad[0]]} at step {step}: training diverged ({', '.join(bad)} not finite). "
+            "A smaller learning rate (algo.lr), gradient clipping (algo.max_grad_norm) or observation/reward "
+            "normalisation usually helps; the run folder keeps the curves up to here.")
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` is CUDA when a GPU is visible, else the CPU; an unavailable CUDA device is refused."""
     if name == "auto":
@@ -170,6 +188,7 @@ class Run:
         values.update({k: float(v) for k, v in metrics.items() if not isinstance(v, torch.Tensor)})
         values["charts/SPS"] = self.sps()
         self.logger.scalars(values, self.step)
+        check_finite(values, self.step)
         every = self.cfg.eval.every_steps
         if every and self.step // every > (self.last_eval_step or 0) // every and self.step < self.total_steps:
             self.run_eval()
