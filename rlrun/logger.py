@@ -11,6 +11,12 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 
+FINAL_KEYS = ("final_eval_return", "best_eval_return", "steps_to_threshold", "seconds_to_threshold", "sps")
+"""summary.json keys that :meth:`Logger.final` writes as ``final/<key>`` scalars."""
+HPARAM_METRICS = ("eval/return_mean", *(f"final/{key}" for key in FINAL_KEYS))
+"""The metric columns of TensorBoard's HParams dashboard."""
+
+
 class Logger:
     """Writes the DESIGN.md tags (``charts/...``, ``losses/...``, ``eval/...``) into the run folder."""
 
@@ -49,13 +55,22 @@ class Logger:
             self.writer.add_scalar("charts/episodic_return", sum(returns) / len(returns), step)
             self.writer.add_scalar("charts/episodic_length", sum(lengths) / len(lengths), step)
 
-    def config(self, flat: dict[str, Any], metrics: dict[str, float]) -> None:
-        """The resolved config as a text table and as TensorBoard hparams (compared across a sweep)."""
+    def config(self, flat: dict[str, Any]) -> None:
+        """The resolved config as a text table and as TensorBoard hparams (compared across a sweep).
+
+        The HParams dashboard shows, per run, the last value of each metric tag in :data:`HPARAM_METRICS`:
+        the evaluation curve and the ``final/...`` scalars that :meth:`final` writes at the end.
+        """
         rows = "\n".join(f"|{k}|{v}|" for k, v in flat.items())
         self.writer.add_text("config", "|key|value|\n|-|-|\n" + rows)
         clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
-        for summary in hparams_summary(clean, metrics):
+        for summary in hparams_summary(clean, dict.fromkeys(HPARAM_METRICS, 0.0)):
             self.writer.file_writer.add_summary(summary)
+
+    def final(self, summary: dict[str, Any]) -> None:
+        """The run's summary numbers as ``final/...`` scalars at its last step (the HParams table's columns)."""
+        values = {f"final/{key}": summary[key] for key in FINAL_KEYS if summary.get(key) is not None}
+        self.scalars(values, int(summary["steps"]))
 
     def progress(self, step: int, sps: float) -> None:
         if self.bar is not None:

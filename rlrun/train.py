@@ -298,8 +298,7 @@ def train(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
     logger = Logger(run_dir, purge_step=state["step"] + 1 if state else None, progress=cfg.progress,
                     total_steps=cfg.total_steps, start_step=state["step"] if state else 0,
                     description=f"{cfg.algo.name} {cfg.env.name}")
-    logger.config(flatten({k: v for k, v in to_dict(cfg).items() if k not in ("run_dir", "resume")}),
-                  {"eval/return_mean": 0.0})
+    logger.config(flatten({k: v for k, v in to_dict(cfg).items() if k not in ("run_dir", "resume")}))
     run = Run(cfg, run_dir, agent, env, eval_env, logger, reward_threshold(cfg.env), state)
     gc.collect()
     gc.freeze()  # the long-lived setup objects: the collector's passes then skip them (~3% of a small-MLP run)
@@ -318,6 +317,7 @@ def train(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
             run.save_checkpoint()
         summary = run.summary(status)
         write_json(run_dir / "summary.json", summary)
+        logger.final(summary)
         logger.close()
         env.close()
         eval_env.close()

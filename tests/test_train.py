@@ -212,3 +212,28 @@ def test_cli_multirun_puts_each_job_in_a_folder_named_after_its_overrides(tmp_pa
         assert summary["seed"] == seed and summary["status"] == "completed" and summary["steps"] == 256
         assert (job / ".hydra").is_dir() and checkpoint.list_checkpoints(job)
         assert list(job.glob("events.out.tfevents.*"))
+
+
+def test_hparams_hold_the_config_and_the_final_metrics_are_logged(tiny_cfg, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    summary = train(tiny_cfg("algo.lr=0.002"))
+    run = tmp_path / "run"
+    hparams, metric_tags = {}, set()
+    for event in EventFileLoader(str(next(run.glob("events.out.tfevents.*")))).Load():
+        for value in event.summary.value:
+            if value.metadata.plugin_data.plugin_name != "hparams":
+                continue
+            data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+            if data.HasField("session_start_info"):
+                hparams = dict(data.session_start_info.hparams)
+            if data.HasField("experiment"):
+                metric_tags = {m.name.tag for m in data.experiment.metric_infos}
+    assert hparams["algo.lr"].number_value == 0.002 and hparams["algo.name"].string_value == "ppo"
+    assert {"eval/return_mean", "final/final_eval_return", "final/best_eval_return"} <= metric_tags
+    scalars = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    scalars.Reload()
+    final = scalars.Scalars("final/final_eval_return")
+    assert [(e.step, e.value) for e in final] == [(summary["steps"], summary["final_eval_return"])]
