@@ -175,7 +175,7 @@ def _rlrun(cwd: Path, *args: str, timeout: float = 180) -> subprocess.CompletedP
     env = dict(os.environ)
     env.pop("PYTEST_CURRENT_TEST", None)
     out = subprocess.run([sys.executable, "-m", "rlrun.cli", *args], cwd=cwd, capture_output=True, text=True,
-                         timeout=timeout, env=env)
+                         timeout=timeout, env=env, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     return out
 
