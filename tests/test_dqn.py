@@ -131,6 +131,12 @@ def test_bad_dqn_values_are_refused_with_key_and_range(compose, override, key):
     assert key in message and "expected" in message, message
 
 
+def test_prioritized_without_replay_is_refused(compose):
+    with pytest.raises(ConfigError, match=r"algo.prioritized=true is not accepted with algo.replay=false"):
+        load(compose("algo=rainbow", "algo.replay=false"))
+    assert not load(compose("algo=rainbow", "algo.replay=false", "algo.prioritized=false")).algo.replay
+
+
 def test_rainbow_is_dqn_with_six_flags_on(compose):
     cfg = load(compose("algo=rainbow", "env=Pong")).algo
     assert isinstance(cfg, DQNConfig) and cfg.name == "rainbow"

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from rlrun.buffers import ReplayBuffer
-from rlrun.config import _check, _choice, _positive, _unit
+from rlrun.config import ConfigError, _check, _choice, _positive, _unit
 from rlrun.distributional import categorical_projection
 from rlrun.networks import QNetwork
 
@@ -129,6 +129,11 @@ class DQNConfig:
         _check(self.atoms >= 2, "algo.atoms", self.atoms, "an integer >= 2")
         _check(self.v_min < self.v_max, "algo.v_min", self.v_min, f"a number < algo.v_max ({self.v_max})")
         _check(self.sigma_0 >= 0, "algo.sigma_0", self.sigma_0, "a number >= 0")
+        if self.prioritized and not self.replay:  # priorities pick stored transitions; without replay none are kept
+            raise ConfigError(
+                "algo.prioritized=true is not accepted with algo.replay=false: prioritized replay chooses which "
+                "stored transitions to learn from, and without replay every update uses the newest transitions. "
+                "Set algo.replay=true, or algo.prioritized=false for the naive online update.")
 
     @property
     def epsilon_range(self) -> tuple[float, float]:
