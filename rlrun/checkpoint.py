@@ -7,6 +7,7 @@ reads it and a tampered file cannot run code.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,16 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]
         raise CheckpointError(f"Checkpoint {path} does not exist.")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # truncated, corrupt or not a checkpoint: say so in one line
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except Exception as err:  # truncated, corrupt, not a checkpoint, or objects it will not build: one line
+        refused = re.search(r"GLOBAL (\S+) was not an allowed global", str(err))
+        if isinstance(err, pickle.UnpicklingError) and refused:
+            raise CheckpointError(
+                f"Checkpoint {path} holds a Python object ({refused.group(1)}) besides tensors and plain data; it is "
+                "refused, because loading it could run code. rlrun checkpoints hold only tensors, numbers, strings, "
+                "lists and dicts."
+            ) from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))  # torch's own first line misleads here
+        first = detail.group(1).strip() if detail else (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise CheckpointError(f"Checkpoint {path} cannot be read ({first}); it is corrupt or not an rlrun checkpoint.") from None
     if not isinstance(state, dict) or "step" not in state or "agent" not in state:
         raise CheckpointError(f"{path} is not an rlrun checkpoint (no 'step' and 'agent' entries).")
