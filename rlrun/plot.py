@@ -13,6 +13,7 @@ import csv
 import difflib
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -344,27 +345,35 @@ def draw(groups: Sequence[Group], metric: str = METRIC, agg: str = "mean", title
     envs = list(dict.fromkeys(g.env for g in groups))
     ncols = min(3, len(envs))
     nrows = -(-len(envs) // ncols)
-    fig = Figure(figsize=(5.5 * ncols, 4.0 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     names = list(dict.fromkeys(g.label for g in groups))
+    legend_width = 0.3 + 0.075 * max(len(f"{name} (n=00)") for name in names)  # inches, beside the panels
+    fig = Figure(figsize=(5.5 * ncols + legend_width, 4.0 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     palette = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
     colors = {name: palette(i % palette.N) for i, name in enumerate(names)}
+    alpha = 0.2 if len(names) <= 4 else 0.1  # many overlapping bands stay readable when fainter
+    handles = {}
     for i, (ax, env) in enumerate(zip(axes, envs)):
         for g in (g for g in groups if g.env == env):
             color = colors[g.label]
-            ax.plot(g.steps, g.curve, color=color, lw=1.8, label=f"{g.label} (n={len(g.runs)})")
-            ax.fill_between(g.steps, g.low, g.high, color=color, alpha=0.2, lw=0)
+            (line,) = ax.plot(g.steps, g.curve, color=color, lw=1.8, label=f"{g.label} (n={len(g.runs)})")
+            ax.fill_between(g.steps, g.low, g.high, color=color, alpha=alpha, lw=0)
+            handles.setdefault(g.label, line)
         ax.set_title(env)
         ax.set_xlabel("environment steps")
         if i % ncols == 0:
             ax.set_ylabel(metric)
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
     for ax in axes[len(envs):]:
         ax.set_visible(False)
+    # One legend for all panels (a group has one colour everywhere), outside them so it hides no curve.
+    fig.legend(handles=[handles[name] for name in names if name in handles], loc="outside right center",
+               fontsize="small", frameon=False)
     what = "interquartile mean" if agg == "iqm" else "mean"
-    fig.suptitle(title or f"{metric}: {what} over runs, 95% bootstrap CI")
+    width_chars = int(14 * (5.5 * ncols + legend_width))  # about what fits across the figure at this size
+    fig.suptitle(textwrap.fill(title or f"{metric}: {what} over runs, 95% bootstrap CI", width_chars),
+                 fontsize="medium")
     return fig
 
 

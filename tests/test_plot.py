@@ -212,7 +212,7 @@ def test_plot_draws_a_2x2_sweep_and_its_table_matches_the_event_files(sweep, tmp
 
     runs, _ = plot.load_runs([sweep], METRIC)
     fig = plot.draw(plot.summarize(runs), METRIC)
-    legend = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
+    legend = [text.get_text() for text in fig.legends[0].get_texts()]
     assert legend == ["algo.lr=0.0003 (n=2)", "algo.lr=0.001 (n=2)"]
 
 
