@@ -58,7 +58,7 @@ def job_row(job_dir: Path) -> dict[str, Any]:
     error = job_dir / ERROR_FILE
     if error.is_file():
         row["status"] = "failed"
-        row["error"] = error.read_text().strip().splitlines()[0] if error.read_text().strip() else "failed"
+        row["error"] = (error.read_text().strip().splitlines() or ["failed"])[0]
     row["status"] = row["status"] or "running"
     return row
 
