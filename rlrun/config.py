@@ -227,9 +227,11 @@ def register_schemas() -> None:
     """Put the env schema in Hydra's ConfigStore as ``env/schema``.
 
     Every ``conf/env/*.yaml`` starts from it (``defaults: [schema, _self_]``), so each env file
-    lists only what differs, yet every EnvConfig key can be overridden (``env.max_episode_steps=100``)
-    and is type-checked by Hydra while composing.
+    lists only what differs, yet every EnvConfig key can be overridden (``env.max_episode_steps=100``).
+    The node holds EnvConfig's defaults as plain data, not the dataclass: types are checked by
+    :func:`load` with the rest, so a bad value is refused in rlrun's words and, in a sweep, fails
+    only its own job (a typed node would make Hydra stop the whole sweep while composing it).
     """
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(group="env", name="schema", node=EnvConfig)
+    ConfigStore.instance().store(group="env", name="schema", node=OmegaConf.create(dataclasses.asdict(EnvConfig())))

@@ -62,6 +62,7 @@ def test_presets_apply_by_themselves(compose):
         ("algo.clip_coef=-1", "algo.clip_coef", "-1"),
         ("env.num_envs=0", "env.num_envs", "0"),
         ("total_steps=abc", "total_steps", "abc"),
+        ("env.num_envs=abc", "env.num_envs", "abc"),
         ("algo.gamma=1.5", "algo.gamma", "1.5"),
         ("device=tpu", "device", "tpu"),
         ("algo.activation=sigmoid", "algo.activation", "sigmoid"),

@@ -128,13 +128,18 @@ def test_joblib_2x2_sweep_writes_four_jobs_and_the_summary(tmp_path):
     assert "torch_threads=1" in out.stdout  # two jobs on this machine's cores: one torch thread each
 
 
-def test_a_failed_job_is_recorded_and_does_not_stop_the_others(tmp_path):
-    out = _rlrun(tmp_path, "train", "-m", "algo.clip_coef=-1,0.2", "hydra.sweep.dir=sweep", *TINY, expect=1)
+@pytest.mark.parametrize(("values", "error"), [
+    ("algo.clip_coef=-1,0.2", "algo.clip_coef=-1.0 is not accepted: expected a number > 0."),
+    ("env.num_envs=abc,8", "Bad config value for env.num_envs: Value 'abc' of type 'str' could not be converted to "
+                           "Integer."),
+])
+def test_a_failed_job_is_recorded_and_does_not_stop_the_others(tmp_path, values, error):
+    out = _rlrun(tmp_path, "train", "-m", values, "hydra.sweep.dir=sweep", *TINY, expect=1)
     sweep_dir = tmp_path / "sweep"
     rows = _rows(sweep_dir)
     assert [r["status"] for r in rows] == ["failed", "completed"]  # the first job failed, the second still ran
-    assert rows[0]["error"] == "algo.clip_coef=-1.0 is not accepted: expected a number > 0."
-    assert "algo.clip_coef=-1.0 is not accepted" in (sweep_dir / rows[0]["job"] / "error.txt").read_text()
+    assert rows[0]["error"] == error
+    assert error in (sweep_dir / rows[0]["job"] / "error.txt").read_text()
     assert not (sweep_dir / rows[0]["job"] / "summary.json").exists()
     _check_completed_jobs(sweep_dir, rows[1:])
     assert "1 of 2 jobs completed, 1 failed" in out.stdout
