@@ -94,7 +94,7 @@ def _rlrun(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedP
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     env.pop("PYTEST_CURRENT_TEST", None)
     return subprocess.run([sys.executable, "-m", "rlrun.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=env, check=False)
 
 
 def _run_folders(tmp_path: Path) -> list[Path]:

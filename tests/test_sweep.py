@@ -130,8 +130,8 @@ def test_joblib_2x2_sweep_writes_four_jobs_and_the_summary(tmp_path):
 
 @pytest.mark.parametrize(("values", "error"), [
     ("algo.clip_coef=-1,0.2", "algo.clip_coef=-1.0 is not accepted: expected a number > 0."),
-    ("env.num_envs=abc,8", "Bad config value for env.num_envs: Value 'abc' of type 'str' could not be converted to "
-                           "Integer."),
+    ("env.num_envs=abc,8",
+     "Bad config value for env.num_envs: Value 'abc' of type 'str' could not be converted to Integer."),
 ])
 def test_a_failed_job_is_recorded_and_does_not_stop_the_others(tmp_path, values, error):
     out = _rlrun(tmp_path, "train", "-m", values, "hydra.sweep.dir=sweep", *TINY, expect=1)
