@@ -1,5 +1,6 @@
 """Replay storage for off-policy learning: a ring buffer of preallocated tensors on the training
-device, n-step returns built at insertion, and proportional prioritized replay on a sum tree.
+device, n-step returns built at insertion, and proportional prioritized replay on a sum tree
+(kept on the host: see :class:`SumTree`).
 
 Layout. Rows are env steps, columns envs: transition (t, e) lives in row ``t % T``, column ``e``
 (``T = capacity // num_envs``). Each env step goes into an n-step window first; once the window
@@ -15,7 +16,7 @@ env returns it. Only a time-limit truncation needs a frame that no row holds (th
 the cut game): those go to a small side ring. Memory per Atari transition (84x84, stack 4):
 
     frame 7056 + action 8 + return 4 + discount 4 + valid 1 + next offset 1 + final slot 4
-    + sum tree 16 (PER, float64, two nodes per leaf) + side ring 7056 / 128  ~= 7149 bytes,
+    + sum tree 16 (PER, float64, two nodes per leaf, host memory) + side ring 7056 / 128  ~= 7149 bytes,
 
 i.e. ~7.15 GB for 1M transitions (stacks stored whole would take 2 x 28224 bytes).
 The newest frames run ahead of the transitions by n rows and a stack reaches stack-1 rows back,
@@ -27,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 
 from rlrun.returns import n_step_return
@@ -38,29 +40,49 @@ SIDE_RING_FRACTION = 128
 class SumTree:
     """Binary tree whose leaves are priorities and whose inner nodes are sums of their children.
 
-    ``tree[1]`` is the total; the leaves of a tree with ``size`` leaves sit at ``tree[size:2 size]``.
-    Updates and prefix-sum searches are vectorised over a batch of leaves (one op per level).
+    Invariant: ``nodes[i] == nodes[2 i] + nodes[2 i + 1]`` for every inner node i, recomputed from the
+    children on each update (never accumulated from differences, so a subtree whose leaves are all 0
+    sums to exactly 0). ``nodes[1]`` is the total; the ``size`` leaves sit at ``nodes[size:2 size]``.
+    Updates and prefix-sum searches are vectorised over a batch of leaves (a few ops per level).
+
+    The tree lives on the host as a float64 numpy array, whatever the training device: each update or
+    search walks all ~17-20 levels, and a numpy op on a few elements costs well under 1 us where a
+    torch op costs ~5 us of dispatch on the CPU (and a kernel launch on CUDA). Index and priority
+    tensors cross at the boundary: on CUDA a small device-to-host copy per call, which waits for them
+    to be computed (the replay buffer passes host arrays where it has them, so storing transitions
+    copies nothing). Sampled leaves go back to ``device``. Draws use torch's CPU generator, so
+    ``torch.manual_seed`` fixes them.
     """
 
     def __init__(self, capacity: int, device: torch.device):
         self.size = 1 << max(0, (capacity - 1).bit_length())
         self.depth = self.size.bit_length() - 1
-        self.tree = torch.zeros(2 * self.size, dtype=torch.float64, device=device)
+        self.device = torch.device(device)
+        self.nodes = np.zeros(2 * self.size)  # [2 size] float64, nodes[0] unused; only ever written in place,
+        self._next = self.nodes[1:]  # as this view relies on: _next[i] = nodes[i + 1], the right sibling of left child i
+        self._levels = np.arange(1, self.depth + 1).reshape(-1, 1)  # [depth, 1]: shifts from a leaf to its ancestors
 
     @property
     def total(self) -> torch.Tensor:
-        return self.tree[1]
+        """The sum of all priorities: a 0-d float64 tensor on the CPU (a copy, not a view of the tree)."""
+        return torch.tensor(self.nodes[1])
 
     def get(self, index: torch.Tensor) -> torch.Tensor:
-        return self.tree[index + self.size]
+        """The priorities [M] (float64) of leaves ``index`` [M], on ``index``'s device."""
+        return torch.from_numpy(self.nodes[_host(index) + self.size]).to(index.device)
 
-    def update(self, index: torch.Tensor, priority: torch.Tensor) -> None:
-        """Set leaves ``index`` [M] to ``priority`` [M] and recompute their ancestors from their children."""
-        node = index + self.size  # [M]
-        self.tree[node] = priority.to(self.tree.dtype)
-        for _ in range(self.depth):
-            node = node // 2
-            self.tree[node] = self.tree[2 * node] + self.tree[2 * node + 1]
+    def update(self, index: torch.Tensor | np.ndarray, priority: torch.Tensor | np.ndarray) -> None:
+        """Set leaves ``index`` [M] to ``priority`` [M] and recompute their ancestors from their children.
+
+        Both may be tensors on any device or numpy arrays. Level by level from the bottom, every
+        ancestor gets the sum of its two children (one gather-add-scatter per level).
+        """
+        node = _host(index).astype(np.int64, copy=False) + self.size  # [M]
+        self.nodes[node] = _host(priority)
+        parent = node >> self._levels  # [depth, M]: row k holds the ancestors k + 1 levels up
+        left = parent << 1  # [depth, M] their left children
+        for p, lft in zip(parent, left):  # bottom up: a level reads the one below, already updated
+            self.nodes[p] = self.nodes[lft] + self._next[lft]
 
     def find(self, values: torch.Tensor) -> torch.Tensor:
         """The leaf i with prefix_{i-1} < value <= prefix_i for each value [M] in (0, total]: leaf indices [M].
@@ -68,21 +90,41 @@ class SumTree:
         Rounding can leave a value a hair above the mass of the subtree it descends into; the
         search then stays on the side that has mass, so it never returns a leaf of priority 0
         (an empty slot or a retired transition, whose importance weight would be infinite).
+        The indices (int64) are on the tree's device.
         """
-        node = torch.ones_like(values, dtype=torch.int64)  # [M]
-        values = values.to(self.tree.dtype)
+        return torch.from_numpy(self._find(_host(values))).to(self.device)
+
+    def _find(self, values: np.ndarray) -> np.ndarray:
+        """:meth:`find` on the host: ``values`` [M] -> leaf indices [M]."""
+        values = values.astype(np.float64, copy=False)  # [M]
+        node = np.ones(values.shape, dtype=np.int64)  # [M] the root
         for _ in range(self.depth):
-            left = self.tree[2 * node]  # [M]
-            right = ((values > left) & (self.tree[2 * node + 1] > 0)) | (left <= 0)
-            values = torch.where(right, values - left, values)
-            node = 2 * node + right
+            node <<= 1  # the left child
+            left = self.nodes[node]  # [M]
+            right = ((values > left) & (self._next[node] > 0)) | (left <= 0)  # [M] descend right
+            values = values - left * right  # left * right is exactly left or 0 (priorities are finite)
+            node += right
         return node - self.size
 
     def sample(self, batch_size: int) -> torch.Tensor:
-        """Stratified: one leaf from each of ``batch_size`` equal slices of [0, total], P(i) = p_i / total."""
-        u = torch.rand(batch_size, dtype=self.tree.dtype, device=self.tree.device)
-        values = (torch.arange(batch_size, device=self.tree.device) + u) * (self.total / batch_size)
-        return self.find(values.clamp_min(1e-300))  # a value of exactly 0 could land on an empty leaf
+        """Stratified: one leaf from each of ``batch_size`` equal slices of [0, total], P(i) = p_i / total.
+
+        Leaf indices [B] (int64) on the tree's device.
+        """
+        return torch.from_numpy(self.draw(batch_size)[0]).to(self.device)
+
+    def draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`sample` on the host: leaf indices [B] and their probabilities P(i) = p_i / total [B]."""
+        u = torch.rand(batch_size, dtype=torch.float64).numpy()  # [B] torch's CPU generator
+        total = self.nodes[1]
+        values = (np.arange(batch_size) + u) * (total / batch_size)  # [B]
+        leaves = self._find(np.maximum(values, 1e-300))  # a value of exactly 0 could land on an empty leaf
+        return leaves, self.nodes[leaves + self.size] / total
+
+
+def _host(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``x`` as a numpy array on the host (a device-to-host copy for a CUDA tensor)."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def importance_weights(probs: torch.Tensor, count: int, beta: float) -> torch.Tensor:
@@ -134,8 +176,9 @@ class ReplayBuffer:
         self.prioritized, self.alpha, self.priority_eps = prioritized, alpha, priority_eps
         if prioritized:
             self.tree = SumTree(T * N, dev)
-            self.max_priority = torch.ones((), dtype=torch.float64, device=dev)
+            self.max_priority = torch.ones((), dtype=torch.float64)  # on the CPU, beside the tree
         self._env_ids = torch.arange(N, device=dev)
+        self._host_env_ids = np.arange(N)  # the tree's leaves of row t are t * N + these
 
     # ----------------------------------------------------------------- size and memory
     def __len__(self) -> int:
@@ -152,11 +195,10 @@ class ReplayBuffer:
         return min(lo, self.emitted)
 
     def nbytes(self) -> int:
-        """Bytes of all storage tensors (the n-step window included)."""
+        """Bytes of all storage (the n-step window and the host-side sum tree included)."""
         tensors = [v for v in vars(self).values() if isinstance(v, torch.Tensor)]
-        if self.prioritized:
-            tensors.append(self.tree.tree)
-        return sum(t.numel() * t.element_size() for t in tensors)
+        tree = self.tree.nodes.nbytes if self.prioritized else 0
+        return sum(t.numel() * t.element_size() for t in tensors) + tree
 
     # ----------------------------------------------------------------- writing
     def _write_frame(self, obs: torch.Tensor, new_game: torch.Tensor | None) -> None:
@@ -171,7 +213,7 @@ class ReplayBuffer:
         self.valid[row] = valid
         if self.prioritized:  # this row's frame was the history of the row stack - 1 ahead: retire it
             gone = (self.step + self.stack - 1) % self.T
-            self.tree.update(gone * self.N + self._env_ids, torch.zeros(self.N, device=self.device))
+            self.tree.update(gone * self.N + self._host_env_ids, np.zeros(self.N))
 
     def _to_side(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Copy ``frames`` [N, H, W] into the side ring; the slot per env [N] (int32), -1 where not ``mask``."""
@@ -235,7 +277,7 @@ class ReplayBuffer:
             self.obs[row] = self.w_obs[oldest]
             self.next_obs[row] = self.w_next[last_slot, self._env_ids]
         if self.prioritized:  # new transitions enter at the largest priority seen so far
-            self.tree.update(row * self.N + self._env_ids, self.max_priority.expand(self.N))
+            self.tree.update(row * self.N + self._host_env_ids, self.max_priority.expand(self.N))
         self.emitted += 1
 
     # ----------------------------------------------------------------- reading
@@ -282,11 +324,11 @@ class ReplayBuffer:
         if hi <= lo:
             raise RuntimeError("the replay buffer holds no transition that can be sampled yet")
         if self.prioritized:
-            index = self.tree.sample(batch_size)  # [B]
-            probs = self.tree.get(index) / self.tree.total  # [B]
+            leaves, probs = self.tree.draw(batch_size)  # [B] each, on the host
+            index = torch.from_numpy(leaves).to(self.device)  # [B]
             row, env = index // self.N, index % self.N
             batch = self._gather(self._absolute(row), env)
-            batch["weights"] = importance_weights(probs, (hi - lo) * self.N, beta)
+            batch["weights"] = importance_weights(torch.from_numpy(probs).to(self.device), (hi - lo) * self.N, beta)
             return batch
         t = torch.randint(lo, hi, (batch_size,), device=self.device)
         env = torch.randint(0, self.N, (batch_size,), device=self.device)
@@ -303,21 +345,21 @@ class ReplayBuffer:
 
     def update_priorities(self, indices: torch.Tensor, errors: torch.Tensor) -> None:
         """p_i = (|error_i| + eps)^alpha for the sampled ``indices``; the running max feeds new transitions."""
-        priority = (errors.detach().abs().double() + self.priority_eps).pow(self.alpha)  # [B]
+        priority = (errors.detach().abs().double() + self.priority_eps).pow(self.alpha).cpu()  # [B]
         self.tree.update(indices, priority)
         self.max_priority = torch.maximum(self.max_priority, priority.max())
 
     # ----------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
         state = {k: v for k, v in vars(self).items() if isinstance(v, torch.Tensor) or k in _COUNTERS}
-        if self.prioritized:
-            state["tree"] = self.tree.tree
+        if self.prioritized:  # a tensor sharing the tree's memory: loads with torch.load(weights_only=True)
+            state["tree"] = torch.from_numpy(self.tree.nodes)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
             if key == "tree":
-                self.tree.tree.copy_(value)
+                self.tree.nodes[:] = value.cpu().numpy()
             elif isinstance(value, torch.Tensor) and key != "_env_ids":
                 getattr(self, key).copy_(value)
             elif key in _COUNTERS:

@@ -3,6 +3,8 @@ stored once (stacks rebuilt exactly, memory per transition), checkpoint round tr
 
 from __future__ import annotations
 
+import io
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -122,6 +124,32 @@ def test_sum_tree_never_returns_a_zero_priority_leaf_under_rounding():
 
 
 
+def test_sum_tree_matches_a_brute_force_prefix_sum_search():
+    # Batches of random updates (repeated leaves included, the last write wins) keep every inner node
+    # exactly the sum of its children, and the search agrees with searchsorted on the leaves' cumsum
+    # for 20,000 random values (those within 1e-9 of a boundary, where rounding decides, left out).
+    rng = np.random.default_rng(0)
+    tree = SumTree(3000, torch.device("cpu"))  # 4096 leaves, 12 levels
+    priorities = np.zeros(3000)
+    for _ in range(50):
+        index = rng.integers(0, 3000, 64)
+        value = rng.random(64) * 10 * (rng.random(64) > 0.3)  # about a third retired (0)
+        tree.update(torch.from_numpy(index), torch.from_numpy(value))
+        priorities[index] = value  # numpy assignment: the last of repeated indices wins, as in the tree
+    nodes = tree.nodes
+    assert np.array_equal(nodes[1:tree.size], nodes[2:2 * tree.size:2] + nodes[3:2 * tree.size:2])
+    assert np.array_equal(nodes[tree.size:tree.size + 3000], priorities)
+    prefix = np.cumsum(priorities)
+    values = rng.random(20_000) * prefix[-1]
+    above = np.searchsorted(prefix, values).clip(max=len(prefix) - 1)  # [V] the boundaries either side
+    nearest = np.minimum(np.abs(prefix[above] - values), np.abs(values - prefix[(above - 1).clip(min=0)]))
+    values = values[(nearest > 1e-9 * prefix[-1]) & (values > 0)]
+    assert len(values) > 19_000
+    want = np.searchsorted(prefix, values, side="left")  # first i with prefix_i >= value
+    assert np.array_equal(tree.find(torch.from_numpy(values)).numpy(), want)
+    assert (priorities[want] > 0).all()
+
+
 def test_importance_weights_hand_computed():
     # count 4, P = [0.5, 0.25], beta 1: w = (4 P)^-1 = [0.5, 1] -> / max = [0.5, 1]
     w = importance_weights(torch.tensor([0.5, 0.25], dtype=torch.float64), 4, 1.0)
@@ -142,6 +170,43 @@ def test_prioritized_buffer_new_transitions_at_max_priority_and_updates():
     assert buf.tree.get(torch.tensor([4])).item() == pytest.approx(3.0 ** 0.5, rel=1e-5)  # the max so far
     batch = buf.sample(8, beta=0.4)
     assert batch["weights"].max().item() == pytest.approx(1.0) and (batch["weights"] > 0).all()
+
+
+def _filled_prioritized_buffer() -> ReplayBuffer:
+    """A prioritized buffer of 2 envs that wrapped around, with priorities set from varied errors."""
+    torch.manual_seed(1)
+    buf = _vector_buffer(n_step=3, capacity=32, num_envs=2, prioritized=True)
+    buf.start(torch.zeros(2, 1))
+    for t in range(25):
+        obs = torch.full((2, 1), float(t))
+        buf.add(obs, torch.tensor([t, t + 1]), torch.rand(2), torch.tensor([t % 7 == 6, False]),
+                torch.tensor([False, t % 9 == 8]), obs + 1, {"final_obs": obs + 1})
+        if t % 4 == 3:
+            batch = buf.sample(8)
+            buf.update_priorities(batch["indices"], torch.randn(8))
+    return buf
+
+
+def test_prioritized_buffer_checkpoint_round_trip():
+    # state_dict -> torch.save -> torch.load(weights_only=True) -> load_state_dict: the same tree, the
+    # same running max, and under the same seed the same batches, weights included.
+    buf = _filled_prioritized_buffer()
+    file = io.BytesIO()
+    torch.save(buf.state_dict(), file)
+    file.seek(0)
+    state = torch.load(file, weights_only=True)
+    assert isinstance(state["tree"], torch.Tensor) and state["tree"].dtype == torch.float64
+    new = _vector_buffer(n_step=3, capacity=32, num_envs=2, prioritized=True)
+    new.load_state_dict(state)
+    assert np.array_equal(new.tree.nodes, buf.tree.nodes) and new.tree.total.item() > 0
+    assert new.max_priority.item() == buf.max_priority.item() > 1
+    for seed in range(3):
+        torch.manual_seed(seed)
+        want = buf.sample(16, beta=0.6)
+        torch.manual_seed(seed)
+        got = new.sample(16, beta=0.6)
+        assert want.keys() == got.keys()
+        assert all(torch.equal(want[k], got[k]) for k in want), seed
 
 
 # ----------------------------------------------------------------- Atari frames, stored once
@@ -200,6 +265,29 @@ def test_frames_are_stored_once_and_stacks_rebuilt_exactly():
                 continue  # terminal: disc = 0, the observation is never used
             want = final[e] if trunc[e] else history[t + m + 1][0][e]
             assert torch.equal(batch["next_obs"][e], want), (t, e)
+
+
+def test_prioritized_frames_retire_rows_that_lost_their_history():
+    # A frame buffer that wrapped around: exactly the rows that can be sampled have a priority, the
+    # rows whose stacks reach into overwritten frames (and the unwritten ones) are 0 and never drawn.
+    space = gym.spaces.Box(0, 255, (4, 2, 2), np.uint8)
+    buf = ReplayBuffer(40, 2, space, torch.device("cpu"), n_step=3, gamma=GAMMA, prioritized=True)
+    env = FakeAtari(2)
+    obs = env.reset()
+    buf.start(obs)
+    for _ in range(30):
+        next_obs, term, trunc, info = env.step(truncate_at=18)
+        buf.add(obs, torch.tensor([0, 1]), torch.ones(2), term, trunc, next_obs, info)
+        obs = next_obs
+    rows = torch.arange(buf.T)
+    absolute = buf._absolute(rows)  # [T]
+    sampleable = (absolute >= buf._lo()) & (absolute < buf._hi())
+    priority = buf.tree.get(torch.arange(buf.T * buf.N)).view(buf.T, buf.N)  # [T, N]
+    assert 0 < int(sampleable.sum()) < buf.T
+    assert torch.equal(priority > 0, sampleable.view(-1, 1).expand(-1, buf.N))
+    torch.manual_seed(0)
+    drawn = buf.sample(256)["indices"] // buf.N
+    assert bool(sampleable[drawn].all())
 
 
 def test_atari_memory_per_transition_is_within_budget():
