@@ -1,7 +1,8 @@
 """The lecture's DQN ablation on CartPole as one Hydra multirun, then a table of the results.
 
-    python scripts/ablate_dqn.py                       # 14 variants x seeds 0,1,2, 100k steps each
+    python scripts/ablate_dqn.py                       # 11 variants x seeds 0,1,2, 100k steps each
     python scripts/ablate_dqn.py --seeds 0 --steps 30000 --variants naive dqn rainbow
+    python scripts/ablate_dqn.py hydra/launcher=joblib hydra.launcher.n_jobs=2   # 2 jobs at a time (~25 min, 2 cores)
 
 Variants: naive online Q-learning (no replay, no target network), +replay, +target network, dqn
 (both), dqn plus each Rainbow component alone, and all six (rainbow). Each variant is a small
