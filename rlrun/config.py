@@ -71,7 +71,7 @@ class EnvConfig:
     noop_max: int = 30
     """Up to this many no-op actions at reset (random starts)."""
     fire_reset: bool = True
-    """Press FIRE at reset in games that need it."""
+    """Press FIRE at every game start and after every life loss, in games whose action set has FIRE."""
     episodic_life: bool = True
     """Training only: losing a life ends the episode for bootstrapping (not for statistics)."""
     clip_rewards: bool = True

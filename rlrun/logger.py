@@ -23,6 +23,7 @@ class Logger:
     def __init__(self, run_dir: Path, purge_step: int | None = None, progress: bool = True,
                  total_steps: int = 0, start_step: int = 0, description: str = "train"):
         self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+        self.log_path = Path(run_dir) / "train.log"
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.bar = None
         if progress:
@@ -43,6 +44,16 @@ class Logger:
             )
             self.task = self.bar.add_task(description, total=total_steps, completed=start_step, sps="-", ret="-")
             self.bar.start()
+
+    def message(self, text: str) -> None:
+        """One line for the user: on the console (above the progress bar) and appended to ``train.log``."""
+        line = f"rlrun: {text}"
+        if self.bar is not None:
+            self.bar.console.print(line, markup=False, highlight=False)
+        else:
+            print(line, flush=True)
+        with open(self.log_path, "a") as f:
+            f.write(line + "\n")
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():

@@ -1,6 +1,6 @@
 """Training loops: they own the data flow (collect -> targets -> update -> log); algorithms own the update.
 
-A loop talks to the run through four members (see :class:`RunHooks`), so the same loop serves
+A loop talks to the run through five members (see :class:`RunHooks`), so the same loop serves
 training from scratch, resumed training and tests.
 """
 
@@ -24,6 +24,9 @@ class RunHooks(Protocol):
 
     def end_iteration(self, metrics: dict[str, Any]) -> bool:
         """Log, evaluate and checkpoint as due; True means stop training."""
+
+    def message(self, text: str) -> None:
+        """Tell the user something about the run (console and train.log)."""
 
 
 class RolloutBuffer:
@@ -104,13 +107,22 @@ def run_off_policy(agent, env: VecEnv, obs: torch.Tensor, run: RunHooks) -> torc
     """Act, store, sample, update, log: the DQN family's loop.
 
     Every env step goes into the agent's replay buffer (n-step returns are built there, at
-    insertion). After ``learning_starts`` env steps, every ``train_frequency`` env steps run
-    ``gradient_steps`` updates on sampled batches (with prioritized replay the batch comes back
-    with new priorities), then the target network is updated as due. The run is told about an
-    iteration every ``log_every`` env steps. Returns the last observation.
+    insertion). After ``learning_starts`` env steps, every ``train_frequency`` env steps (all envs
+    together) run ``gradient_steps`` updates on sampled batches (with prioritized replay the batch
+    comes back with new priorities), then the target network is updated as due. One vector step
+    of ``num_envs > train_frequency`` envs is several training phases, so the number of updates
+    per env step never depends on ``num_envs``; ``charts/gradient_steps`` logs the count. A run
+    resumed without its replay buffer collects ``learning_starts`` transitions again before its
+    next update. The run is told about an iteration every ``log_every`` env steps. Returns the
+    last observation.
     """
     cfg = agent.cfg
     replay = agent.make_replay(env.num_envs)
+    train_from = cfg.learning_starts
+    if run.step > 0 and len(replay) == 0:  # resumed without its replay: refill before learning from it
+        train_from = run.step + cfg.learning_starts
+        run.message(f"resumed at step {run.step:,} without the replay buffer (checkpoint.replay=false): collecting "
+                    f"{cfg.learning_starts:,} transitions (algo.learning_starts) before the next update")
     replay.start(obs)
     n = env.num_envs
     metrics: dict[str, Any] = {}
@@ -124,9 +136,12 @@ def run_off_policy(agent, env: VecEnv, obs: torch.Tensor, run: RunHooks) -> torc
         run.record_episodes(info)
         obs = next_obs
         run.step += n
-        if run.step >= cfg.learning_starts and run.step - last_train >= cfg.train_frequency and len(replay):
+        if run.step < train_from or not len(replay):
             last_train = run.step
-            for _ in range(cfg.gradient_steps):
+        else:  # every training phase that is due: with more envs than train_frequency, several per env step
+            phases = (run.step - last_train) // cfg.train_frequency
+            last_train += phases * cfg.train_frequency
+            for _ in range(phases * cfg.gradient_steps):
                 batch = agent.sample()
                 metrics = agent.update(batch)
                 if "priorities" in batch:
@@ -134,6 +149,7 @@ def run_off_policy(agent, env: VecEnv, obs: torch.Tensor, run: RunHooks) -> torc
                 agent.update_target(run.step)
         if run.step - last_log >= cfg.log_every or run.step >= run.total_steps:
             last_log = run.step
+            metrics["charts/gradient_steps"] = agent.gradient_steps_done
             stop = run.end_iteration({**metrics, **schedule})
             schedule = agent.set_progress(run.step / run.total_steps)
         elif run.step % 64 < n:  # epsilon and beta follow the step closely between logged iterations

@@ -117,16 +117,23 @@ def env_seed(*keys: int) -> int:
 
 @torch.no_grad()
 def evaluate(policy, env: VecEnv, seed: int, deterministic: bool = True) -> torch.Tensor:
-    """The return of the first episode of each of ``env.num_envs`` envs: [num_envs] on the CPU."""
-    obs = env.reset(seed=seed)
-    returns = torch.zeros(env.num_envs, device=env.device)
-    finished = torch.zeros(env.num_envs, dtype=torch.bool, device=env.device)
-    while not bool(finished.all()):
-        action, _ = policy.act(obs, deterministic=deterministic)
-        obs, _, _, _, info = env.step(action)
-        new = info["episode_done"] & ~finished
-        returns = torch.where(new, info["episode_return"], returns)
-        finished |= new
+    """The return of the first episode of each of ``env.num_envs`` envs: [num_envs] on the CPU.
+
+    The episodes draw their random numbers (DQN's evaluation epsilon, a sampled action) from torch's
+    generator seeded with ``seed`` inside :func:`torch.random.fork_rng`, which puts the training stream
+    back afterwards: how often a run evaluates never changes what it trains on.
+    """
+    with torch.random.fork_rng(devices=[env.device] if env.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        obs = env.reset(seed=seed)
+        returns = torch.zeros(env.num_envs, device=env.device)
+        finished = torch.zeros(env.num_envs, dtype=torch.bool, device=env.device)
+        while not bool(finished.all()):
+            action, _ = policy.act(obs, deterministic=deterministic)
+            obs, _, _, _, info = env.step(action)
+            new = info["episode_done"] & ~finished
+            returns = torch.where(new, info["episode_return"], returns)
+            finished |= new
     return returns.cpu()
 
 
@@ -173,6 +180,9 @@ class Run:
     # --------------------------------------------------------------- hooks for the loops
     def record_episodes(self, info: dict[str, torch.Tensor]) -> None:
         self._episodes.append((info["episode_done"], info["episode_return"], info["episode_length"]))
+
+    def message(self, text: str) -> None:
+        self.logger.message(text)
 
     def end_iteration(self, metrics: dict[str, Any]) -> bool:
         if self._episodes:

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from rlrun.config import ConfigError, EnvConfig
 from rlrun.envs import make_vec_env
-from rlrun.envs.atari import AtariVecEnv, game_name
+from rlrun.envs.atari import AtariVecEnv, fire_variants, game_name
 
 CPU = torch.device("cpu")
 CONF_DIR = Path(__file__).resolve().parents[1] / "rlrun" / "conf" / "env"
@@ -107,7 +107,7 @@ def test_game_over_autoreset_and_no_life_loss_termination_in_evaluation():
         lives_prev = torch.full((2,), 5)
         saw_life_loss = saw_game_over = False
         for act in random_actions(env, 1500, seed=2):
-            obs, rew, term, trunc, info = env.step(act)
+            obs, _, term, trunc, info = env.step(act)
             lives = info["lives"]
             assert torch.equal(term, info["episode_done"])  # only whole games end
             assert not trunc.any()
@@ -178,7 +178,7 @@ def test_episodic_life_terminates_per_life_but_reports_whole_games():
 
 def test_reported_returns_are_raw_while_training_rewards_are_clipped():
     # Space Invaders scores 5..30 per invader, so raw and clipped sums differ quickly.
-    kw = dict(max_episode_frames=800)  # 200 agent steps, then truncation ends the game
+    kw = {"max_episode_frames": 800}  # 200 agent steps, then truncation ends the game
     train = make("ALE/SpaceInvaders-v5", 2, training=True, **kw)
     evaluate = make("ALE/SpaceInvaders-v5", 2, training=False, **kw)
     try:
@@ -198,6 +198,79 @@ def test_reported_returns_are_raw_while_training_rewards_are_clipped():
     finally:
         train.close()
         evaluate.close()
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_fire_after_a_life_loss_relaunches_the_ball(training):
+    # A NOOP-only agent never presses FIRE itself. Breakout serves no new ball until FIRE is
+    # pressed, so without the env's FIRE after a life loss the game would stall for good
+    # (until the 108k-frame cap) after the first lost ball.
+    env = make("ALE/Breakout-v5", 2, training=training)
+    noop = torch.zeros(2, dtype=torch.int64)
+    try:
+        env.reset(seed=7)
+        lives_prev = torch.full((2,), 5)
+        lost_once = torch.zeros(2, dtype=torch.bool)
+        relaunched = torch.zeros(2, dtype=torch.bool)  # a reward or another life lost after that
+        games = torch.zeros(2, dtype=torch.int64)
+        terms_in_game = torch.zeros(2, dtype=torch.int64)
+        for _ in range(3000):
+            obs, rew, term, trunc, info = env.step(noop)
+            done = info["episode_done"]
+            life_lost = (info["lives"] < lives_prev) & ~done
+            relaunched |= lost_once & ((rew != 0) | life_lost | done)
+            lost_once |= life_lost
+            # The FIRE press is the env's own business: the contract is unchanged.
+            assert not trunc.any()
+            assert torch.equal(term, done | life_lost if training else done)
+            assert torch.equal(info["final_obs"][life_lost], obs[life_lost])  # the game goes on
+            terms_in_game += term
+            for i in torch.nonzero(done).flatten().tolist():
+                assert terms_in_game[i] == (5 if training else 1)  # every ball served, every life lost
+                terms_in_game[i] = 0
+                games[i] += 1
+            lives_prev = info["lives"]
+            if (games >= 2).all():
+                break
+        assert lost_once.all() and relaunched.all()
+        assert (games >= 2).all()  # whole games end: FIRE at the start and after each life loss
+        assert torch.equal(noop, torch.zeros(2, dtype=torch.int64))  # the caller's actions are untouched
+    finally:
+        env.close()
+
+
+def test_no_fire_at_all_when_fire_reset_is_off():
+    # fire_reset=False: no FIRE at the game start either, so a NOOP agent never sees a ball.
+    env = make("ALE/Breakout-v5", 1, training=False, fire_reset=False, noop_max=0)
+    try:
+        env.reset(seed=0)
+        for _ in range(300):
+            _, rew, term, _, info = env.step(torch.zeros(1, dtype=torch.int64))
+            assert rew.item() == 0 and not term.any() and info["lives"].item() == 5
+    finally:
+        env.close()
+
+
+def test_fire_is_added_to_the_agents_action():
+    from ale_py import Action
+
+    def names(table, action_set):
+        return [action_set[i].name for i in table]
+
+    invaders = [Action.NOOP, Action.FIRE, Action.RIGHT, Action.LEFT, Action.RIGHTFIRE, Action.LEFTFIRE]
+    assert names(fire_variants(invaders), invaders) == ["FIRE", "FIRE", "RIGHTFIRE", "LEFTFIRE",
+                                                         "RIGHTFIRE", "LEFTFIRE"]
+    breakout = [Action.NOOP, Action.FIRE, Action.RIGHT, Action.LEFT]  # no RIGHTFIRE: FIRE instead
+    assert fire_variants(breakout).tolist() == [1, 1, 1, 1]
+    assert fire_variants([Action.NOOP, Action.UP, Action.DOWN]) is None  # no FIRE, nothing to press
+    for env_id, fire_reset, expected in [("ALE/MsPacman-v5", True, None), ("ALE/Breakout-v5", False, None),
+                                         ("ALE/Breakout-v5", True, [1, 1, 1, 1])]:
+        env = make(env_id, 1, fire_reset=fire_reset)
+        try:
+            table = env._add_fire
+            assert (None if table is None else table.tolist()) == expected
+        finally:
+            env.close()
 
 
 def test_same_seed_reproduces_trajectories():

@@ -217,22 +217,31 @@ def test_refuses_a_checkpoint_that_would_unpickle_an_object(run, tmp_path, capsy
 
 
 # ----------------------------------------------------------------- Atari
-def test_rendered_atari_env_matches_the_ale_backend():
+@pytest.mark.parametrize("game", ["Pong", "Breakout"])  # Breakout: lives lost, each followed by FIRE
+def test_rendered_atari_env_matches_the_ale_backend(game):
     pytest.importorskip("ale_py")
     from rlrun.envs.atari import AtariVecEnv
 
-    cfg = EnvConfig(name="Pong", id="ALE/Pong-v5", noop_max=0)  # no random no-ops: the same emulator states
+    cfg = EnvConfig(name=game, id=f"ALE/{game}-v5", noop_max=0)  # no random no-ops: the same emulator states
     backend = AtariVecEnv(cfg, 1, torch.device("cpu"), training=False)
     single = make_rendered_env(cfg, "rgb_array", torch.device("cpu"))
     try:
         assert single.single_action_space == backend.single_action_space
         obs = [(backend.reset(seed=0), single.reset(seed=0))]
-        actions = torch.from_numpy(np.random.default_rng(0).integers(0, 6, size=(200, 1)))
+        n = int(backend.single_action_space.n)
+        actions = torch.from_numpy(np.random.default_rng(0).integers(0, n, size=(400, 1)))
+        lives = []
         for action in actions:
-            a, _, _, _, info_a = backend.step(action)
-            b, _, _, _, info_b = single.step(action)
-            obs.append((a, b))
+            a, reward_a, _, _, info_a = backend.step(action)
+            b, reward_b, _, _, info_b = single.step(action)
+            lives.append(int(info_a["lives"][0]))
             assert torch.equal(info_a["episode_done"], info_b["episode_done"])
+            assert torch.equal(reward_a, reward_b)
+            if info_a["episode_done"].any():  # the backend's obs is the next game's: the single env does not autoreset
+                break
+            obs.append((a, b))
+        if game == "Breakout":
+            assert min(lives) < max(lives)  # the comparison went through life losses
         for a, b in obs:
             assert a.shape == b.shape == (1, 4, 84, 84) and a.dtype == b.dtype == torch.uint8
         diff = torch.stack([(a.int() - b.int()).abs() for a, b in obs])

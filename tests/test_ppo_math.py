@@ -179,7 +179,12 @@ def test_set_progress_anneals_lr_and_clip():
     assert agent.optimizer.param_groups[0]["lr"] == pytest.approx(7.5e-4)
     assert agent.clip == pytest.approx(0.15) and sched["charts/clip_coef"] == pytest.approx(0.15)
     fixed = _agent(lr=1e-3, anneal_lr=False, anneal_clip=False)
-    assert fixed.set_progress(0.9) == {"charts/learning_rate": 1e-3, "charts/clip_coef": 0.2}
+    assert fixed.set_progress(0.9) == {"charts/learning_rate": 1e-3, "charts/clip_coef": 0.2,
+                                       "charts/vf_clip_coef": 0.2}
+    both = _agent(anneal_clip=True, anneal_vf_clip=True, clip_coef=0.2, vf_clip_coef=1.0)
+    sched = both.set_progress(0.5)
+    assert sched["charts/clip_coef"] == pytest.approx(0.1) and sched["charts/vf_clip_coef"] == pytest.approx(0.5)
+    assert "charts/vf_clip_coef" not in _agent(clip_vloss=False).set_progress(0.5)
 
 
 @pytest.mark.filterwarnings("ignore:std\\(\\)")

@@ -1,11 +1,13 @@
 """Advantage actor-critic, synchronous (A2C: the batched form of Mnih et al. 2016's A3C).
 
-    L = -E[ log pi(a_t|s_t) A_t ] + vf_coef * 1/2 E[ (V(s_t) - R_t)^2 ] - ent_coef * E[ H(pi(.|s_t)) ]
+    L = -E[ log pi(a_t|s_t) A_t ] + vf_coef * E[ (V(s_t) - R_t)^2 ] - ent_coef * E[ H(pi(.|s_t)) ]
 
 one gradient step per rollout of ``num_steps`` over the vector env. A_t is GAE(lambda) from the
 shared rollout (:func:`rlrun.loops.run_on_policy`): lambda = 1 gives the classic n-step A2C
 advantage (returns bootstrapped from V at the rollout's end, i.e. Monte Carlo within the rollout),
-lambda = 0 the one-step TD error. Actor and critic are separate MLPs or one shared trunk.
+lambda = 0 the one-step TD error. Actor and critic are separate MLPs or one shared trunk. The value
+term is the mean squared error, as in openai/baselines' a2c and Stable-Baselines3 (whose defaults
+``conf/algo/a2c.yaml`` takes).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 
 from rlrun.algos.base import OnPolicyConfig
-from rlrun.algos.ppo import clipped_value_loss, explained_variance, normalize_advantages
+from rlrun.algos.ppo import explained_variance, normalize_advantages, value_loss
 from rlrun.algos.vpg import PolicyGradient
 from rlrun.config import _check, _choice, _unit
 from rlrun.networks import ACTIVATIONS, ActorCritic, layer_init, mlp
@@ -99,10 +101,10 @@ class A2C(PolicyGradient):
         logp, entropy, values = self.policy.evaluate(batch["obs"], batch["actions"])
         advantages = normalize_advantages(batch["advantages"]) if cfg.norm_adv else batch["advantages"]
         policy_loss = -(logp * advantages).mean()
-        value_loss = clipped_value_loss(values, None, batch["returns"], None)
+        critic_loss = value_loss(values, batch["returns"])
         entropy = entropy.mean()
-        loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
+        loss = policy_loss + cfg.vf_coef * critic_loss - cfg.ent_coef * entropy
         self.gradient_step(self.optimizers["policy"], loss, self.params)
-        return {"losses/policy_loss": policy_loss.detach(), "losses/value_loss": value_loss.detach(),
+        return {"losses/policy_loss": policy_loss.detach(), "losses/value_loss": critic_loss.detach(),
                 "losses/entropy": entropy.detach(),
                 "losses/explained_variance": explained_variance(batch["values"], batch["returns"])}

@@ -51,9 +51,9 @@ class DQNConfig:
     target_network: bool = True
     """A separate target network; false: bootstrap from the online network."""
     target_update_interval: int = 1000
-    """Env steps between target updates (hard copy when tau = 1)."""
+    """Env steps (all envs together) between target updates."""
     tau: float = 1.0
-    """Target update: theta' <- tau theta + (1 - tau) theta' (1: hard copy; < 1: Polyak averaging)."""
+    """Target update every target_update_interval: theta' <- tau theta + (1 - tau) theta' (1: hard copy)."""
     eps_start: Optional[float] = None
     """Epsilon-greedy: exploration rate at the start (null: 1.0, or 0 with noisy nets)."""
     eps_end: Optional[float] = None
@@ -315,14 +315,20 @@ class DQN:
 
     @torch.no_grad()
     def update_target(self, step: int) -> None:
-        """Hard copy every ``target_update_interval`` env steps (tau = 1), else Polyak: theta' <- tau theta + (1 - tau) theta'."""
-        if self.target is None:
+        """Every ``target_update_interval`` env steps: theta' <- tau theta + (1 - tau) theta' (tau = 1: a hard copy).
+
+        Polyak averaging (tau < 1) happens on the same schedule, as in CleanRL and SB3 (``target_update_interval=1``
+        averages after every training phase).
+        """
+        interval = self.cfg.target_update_interval
+        if self.target is None or step // interval <= self.last_target_update // interval:
             return
         if self.cfg.tau < 1.0:
-            torch._foreach_lerp_(list(self.target.parameters()), list(self.policy.net.parameters()), self.cfg.tau)
-        elif step // self.cfg.target_update_interval > self.last_target_update // self.cfg.target_update_interval:
+            for target, online in zip(self.target.parameters(), self.policy.net.parameters()):
+                target.lerp_(online, self.cfg.tau)
+        else:
             self.target.load_state_dict(self.policy.net.state_dict())
-            self.last_target_update = step
+        self.last_target_update = step
 
     # ----------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -31,9 +31,13 @@ class PPOConfig(OnPolicyConfig):
     clip_coef: float = 0.2
     """Surrogate clipping epsilon."""
     anneal_clip: bool = False
-    """Decay clip_coef linearly to 0 over training (RL Zoo's lin_0.2)."""
+    """Decay clip_coef linearly to 0 over training (RL Zoo's lin_0.2); the value clipping range is apart."""
     clip_vloss: bool = True
-    """Value clipping: clip V(s) to within clip_coef of the value at collection time."""
+    """Value clipping: clip V(s) to within vf_clip_coef of the value at collection time."""
+    vf_clip_coef: Optional[float] = None
+    """Value clipping range (null: clip_coef's starting value)."""
+    anneal_vf_clip: bool = False
+    """Decay the value clipping range linearly to 0 too (baselines ppo2 with a cliprange schedule)."""
     norm_adv: bool = True
     """Normalise advantages per minibatch to mean 0, std 1."""
     ent_coef: float = 0.0
@@ -48,6 +52,8 @@ class PPOConfig(OnPolicyConfig):
         _check(self.update_epochs >= 1, "algo.update_epochs", self.update_epochs, "an integer >= 1")
         _check(self.minibatch_size >= 1, "algo.minibatch_size", self.minibatch_size, "an integer >= 1")
         _positive("algo.clip_coef", self.clip_coef)
+        if self.vf_clip_coef is not None:
+            _positive("algo.vf_clip_coef", self.vf_clip_coef)
         _check(self.ent_coef >= 0, "algo.ent_coef", self.ent_coef, "a number >= 0")
         _check(self.vf_coef >= 0, "algo.vf_coef", self.vf_coef, "a number >= 0")
         if self.target_kl is not None:
@@ -66,17 +72,29 @@ def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip: float
 
 def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
                        clip: float | None) -> torch.Tensor:
-    """Value loss, optionally clipped around the values at collection time:
+    """PPO's value loss, optionally clipped around the values at collection time:
 
         L_V = 1/2 E[ max( (V - R)^2, (V_old + clip(V - V_old, -eps, eps) - R)^2 ) ]
 
-    With ``clip=None`` it is the plain 1/2 E[(V - R)^2].
+    With ``clip=None`` it is the plain 1/2 E[(V - R)^2]. The 1/2 is openai/baselines ppo2's and CleanRL's;
+    Stable-Baselines3's PPO has no 1/2, so its ``vf_coef`` 0.5 is rlrun's 1.0.
     """
     loss = (values - returns).pow(2)  # [B]
     if clip is not None:
         v_clipped = old_values + (values - old_values).clamp(-clip, clip)
         loss = torch.maximum(loss, (v_clipped - returns).pow(2))
     return 0.5 * loss.mean()
+
+
+def value_loss(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
+    """The critic's regression loss, the mean squared error
+
+        L_V = E[ (V(s_t) - R_t)^2 ]
+
+    as openai/baselines' a2c and trpo_mpi, Stable-Baselines3 and Spinning Up write it (no 1/2: with
+    ``vf_coef`` 0.5 A2C's critic term is 0.5 E[(V - R)^2]; PPO's :func:`clipped_value_loss` has the 1/2).
+    """
+    return (values - returns).pow(2).mean()
 
 
 def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
@@ -178,14 +196,22 @@ class PPO:
         fused = device.type == "cpu" or device.type == "cuda"
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.adam_eps, fused=fused)
         self.clip = cfg.clip_coef
+        self.vf_clip = cfg.vf_clip_coef if cfg.vf_clip_coef is not None else cfg.clip_coef
 
     def set_progress(self, fraction: float) -> dict[str, float]:
-        """Anneal the learning rate (and clip range) for the iteration starting at ``fraction`` of training."""
-        lr = self.cfg.lr * (1.0 - fraction) if self.cfg.anneal_lr else self.cfg.lr
+        """Anneal the learning rate and clip ranges, as switched on, for the iteration starting at ``fraction``."""
+        cfg = self.cfg
+        remaining = 1.0 - fraction
+        lr = cfg.lr * remaining if cfg.anneal_lr else cfg.lr
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.clip = self.cfg.clip_coef * (1.0 - fraction) if self.cfg.anneal_clip else self.cfg.clip_coef
-        return {"charts/learning_rate": lr, "charts/clip_coef": self.clip}
+        self.clip = cfg.clip_coef * remaining if cfg.anneal_clip else cfg.clip_coef
+        vf_clip = cfg.vf_clip_coef if cfg.vf_clip_coef is not None else cfg.clip_coef
+        self.vf_clip = vf_clip * remaining if cfg.anneal_vf_clip else vf_clip
+        out = {"charts/learning_rate": lr, "charts/clip_coef": self.clip}
+        if cfg.clip_vloss:
+            out["charts/vf_clip_coef"] = self.vf_clip
+        return out
 
     def loss(self, obs: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
              returns: torch.Tensor, old_values: torch.Tensor, norm_adv: bool) -> tuple[torch.Tensor, LossTerms]:
@@ -196,7 +222,7 @@ class PPO:
         if norm_adv:
             advantages = normalize_advantages(advantages)
         policy_loss = clipped_surrogate(log_ratio.exp(), advantages, self.clip)
-        value_loss = clipped_value_loss(values, old_values, returns, self.clip if cfg.clip_vloss else None)
+        value_loss = clipped_value_loss(values, old_values, returns, self.vf_clip if cfg.clip_vloss else None)
         entropy = entropy.mean()
         total = policy_loss + cfg.vf_coef * value_loss
         if cfg.ent_coef:  # with ent_coef = 0 the entropy stays out of the graph that backward walks

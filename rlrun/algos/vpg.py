@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from rlrun.algos.base import OnPolicyConfig
-from rlrun.algos.ppo import approx_kl, clipped_value_loss, explained_variance, normalize_advantages
+from rlrun.algos.ppo import approx_kl, explained_variance, normalize_advantages, value_loss
 from rlrun.config import ConfigError, _check, _choice, _positive
 from rlrun.networks import ActorCritic
 from rlrun.returns import discount_weights, episode_return, episode_steps, reward_to_go
@@ -141,7 +141,10 @@ class PolicyGradient:
         optimizer.step()
 
     def fit_critic(self, obs: torch.Tensor, targets: torch.Tensor, epochs: int, minibatch_size: int) -> torch.Tensor:
-        """Critic regression: ``epochs`` passes of shuffled minibatch steps on 1/2 E[(V(s) - target)^2]; mean loss."""
+        """Critic regression: ``epochs`` passes of shuffled minibatch steps on E[(V(s) - target)^2]; mean loss.
+
+        The mean squared error of Spinning Up's VPG, baselines' trpo_mpi and SB3-contrib's TRPO.
+        """
         size = obs.shape[0]
         mb = min(minibatch_size, size)
         losses = []
@@ -149,7 +152,7 @@ class PolicyGradient:
             order = torch.randperm(size, device=obs.device)
             for start in range(0, size, mb):
                 idx = order[start:start + mb]
-                loss = clipped_value_loss(self.policy.value(obs[idx]), None, targets[idx], None)
+                loss = value_loss(self.policy.value(obs[idx]), targets[idx])
                 self.gradient_step(self.optimizers["critic"], loss, self.critic_params)
                 losses.append(loss.detach())
         return torch.stack(losses).mean()

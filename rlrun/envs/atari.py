@@ -14,7 +14,9 @@ Preprocessing (the DQN / PPO standard, each set by an :class:`~rlrun.config.EnvC
   ``uint8 [N, frame_stack, 84, 84]``; at a game start the older slots are zeros;
 * ``noop_max``: a random number (0 .. ``noop_max - 1``, one less after FIRE) of no-op
   frames at every game start;
-* ``fire_reset``: FIRE is pressed at every game start in games whose action set has it;
+* ``fire_reset``: in games whose action set has FIRE, FIRE is pressed at every game start
+  and after every life loss (Breakout, for one, serves no new ball until it is pressed), in
+  training and evaluation envs alike; see "FIRE after a life loss" below;
 * ``repeat_action_probability``: sticky actions (0 = deterministic emulator);
 * ``max_episode_frames``: a game is truncated after this many emulator frames (at the
   agent step that reaches it); ``max_episode_steps``, when set, truncates after that many
@@ -41,10 +43,26 @@ middle of a frame skip, the newest frame of ``final_obs`` is built from the fram
 up to the previous step (it repeats the previous newest frame); that row is terminal, so no
 value is bootstrapped from it. Where no env finished, ``info["final_obs"]`` is the ``obs``
 tensor itself (no copy); treat both as read-only.
+
+FIRE after a life loss: ``ale_py`` presses FIRE only when it resets a game. Its vector
+interface cannot step a subset of the envs (``send`` takes exactly one action per env, mapped
+to the envs of the last ``recv``; only ``reset`` takes env ids, and it restarts the game), so
+the extra internal FIRE step of the usual ``FireResetEnv`` wrapper cannot be done for just the
+envs that lost a life. Instead, the agent step that follows a life loss has FIRE added to the
+agent's action for that env: NOOP becomes FIRE, RIGHT becomes RIGHTFIRE where the game's
+action set has it, and otherwise the action is replaced by FIRE (Breakout: RIGHT, LEFT ->
+FIRE). Nothing else changes: that step's reward and frames are what the agent gets, as usual.
+The cost is at most one agent step (``frame_skip`` frames) of the agent's movement per life
+lost; stepping every env once more would instead move the envs that lost nothing. When the
+life-losing step also ends the game (game over or time limit), the reset presses FIRE itself.
+With sticky actions every frame of that step may repeat the previous action (probability
+``repeat_action_probability ** frame_skip``, 0.4% at 0.25 and skip 4); that FIRE is then lost,
+as it is with ``FireResetEnv``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from typing import Any
@@ -110,6 +128,23 @@ def game_name(env_id: str, rom_ids: list[str] | None = None) -> str:
     return rom
 
 
+def fire_variants(action_set: list[Any]) -> np.ndarray | None:
+    """``int64 [n]``: for each action of the minimal ``action_set``, the index of the same action with FIRE pressed.
+
+    NOOP -> FIRE, RIGHT -> RIGHTFIRE, UPLEFT -> UPLEFTFIRE, ...; actions that already fire map
+    to themselves, and an action whose FIRE variant the set lacks maps to FIRE. ``None`` when
+    the game has no FIRE action.
+    """
+    names = [getattr(a, "name", str(a)) for a in action_set]
+    index = {name: i for i, name in enumerate(names)}
+    if "FIRE" not in index:
+        return None
+    fire = index["FIRE"]
+    table = [i if "FIRE" in name else index.get("FIRE" if name == "NOOP" else name + "FIRE", fire)
+             for i, name in enumerate(names)]
+    return np.asarray(table, dtype=np.int64)
+
+
 class AtariVecEnv(VecEnv):
     """``num_envs`` preprocessed Atari games stepped by ALE's threads; see the module docstring."""
 
@@ -169,6 +204,9 @@ class AtariVecEnv(VecEnv):
         )
         self.single_action_space = gym.spaces.Discrete(int(self._env.single_action_space.n))
         self._num_actions = int(self.single_action_space.n)
+        # FIRE after a life loss (module docstring): action index -> the index with FIRE added.
+        self._add_fire = fire_variants(self._env.ale.get_action_set()) if env_cfg.fire_reset else None
+        self._fire_due: np.ndarray | None = None  # [N] bool, None while no env waits for its FIRE
 
         self._tracker = EpisodeTracker(num_envs, self.device)
         self._steps = np.zeros(num_envs, dtype=np.int64)  # agent steps into the current game
@@ -192,6 +230,7 @@ class AtariVecEnv(VecEnv):
         else:
             obs, info = self._env.reset(seed=int(seed))
         self._lives = info["lives"].copy()
+        self._fire_due = None  # every game was just reset, and ale_py pressed FIRE there
         self._steps[:] = 0
         self._tracker.reset()
         self._needs_reset = False
@@ -211,6 +250,12 @@ class AtariVecEnv(VecEnv):
             raise ValueError(
                 f"actions must lie in [0, {self._num_actions}) for {self.game}, got {act.tolist()}"
             )
+
+        if self._fire_due is not None:
+            # The envs that lost a life last step press FIRE now (a new array: ``act`` may share
+            # the caller's tensor memory).
+            act = np.where(self._fire_due, self._add_fire[act], act)
+            self._fire_due = None
 
         obs, raw_reward, game_over, _, info = self._env.step(act)
         lives = info["lives"]
@@ -233,6 +278,10 @@ class AtariVecEnv(VecEnv):
             lives = np.where(time_up, reset_info["lives"], lives)
 
         game_done = game_over | time_up
+        if self._add_fire is not None and life_lost.any():
+            due = life_lost & ~time_up  # a reset game got its FIRE from ale_py already
+            if due.any():
+                self._fire_due = due
         terminated = game_over | life_lost if self.episodic_life else game_over
         truncated = time_up & ~terminated  # a life lost on the last step stays terminal
         self._lives = lives
@@ -265,10 +314,8 @@ class AtariVecEnv(VecEnv):
             del env.ale
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown: ale_py may be half torn down
             self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         return (

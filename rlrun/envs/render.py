@@ -21,6 +21,7 @@ import torch
 
 from rlrun.config import EnvConfig
 from rlrun.envs import resolve_backend
+from rlrun.envs.atari import fire_variants
 from rlrun.envs.base import EpisodeTracker, StepResult, VecEnv
 from rlrun.envs.cartpole import LENGTH, X_THRESHOLD
 
@@ -144,7 +145,8 @@ class AtariFrames(gym.Wrapper):
     An agent step repeats the action ``frame_skip`` frames, sums the raw reward and keeps the pixel-wise max of
     the last two grey frames, shrunk to 84x84 by area averaging; the observation stacks the last ``frame_stack``
     of those, oldest first, zeros at a game start (``uint8 [frame_stack, 84, 84]``). A game starts with no-op
-    frames (0 .. noop_max - 1, plus one without FIRE) and FIRE where the game has it. The episode is truncated
+    frames (0 .. noop_max - 1, plus one without FIRE) and FIRE where the game has it; after a life loss the next
+    step's action gets FIRE added, as the ale backend does (:func:`rlrun.envs.atari.fire_variants`). The episode is truncated
     at the agent step that reaches ``max_episode_frames`` frames, or after ``max_episode_steps`` steps.
     From the same emulator state the frames equal the ale backend's up to one grey level on rare pixels
     (rounding in the resize); the no-op counts are drawn from another random stream.
@@ -155,6 +157,8 @@ class AtariFrames(gym.Wrapper):
         self.frame_skip, self.noop_max = env_cfg.frame_skip, env_cfg.noop_max
         meanings = env.unwrapped.get_action_meanings()
         self.fire = meanings.index("FIRE") if env_cfg.fire_reset and "FIRE" in meanings else None
+        self.add_fire = fire_variants(meanings) if self.fire is not None else None  # after a life loss
+        self.fire_due, self.lives = False, 0
         self.max_steps = math.ceil(env_cfg.max_episode_frames / env_cfg.frame_skip)
         if env_cfg.max_episode_steps is not None:
             self.max_steps = min(self.max_steps, env_cfg.max_episode_steps)
@@ -179,9 +183,12 @@ class AtariFrames(gym.Wrapper):
                 grey, info = self.env.reset()
         self.stack[:] = 0
         self.steps = 0
+        self.fire_due, self.lives = False, int(info.get("lives", 0))
         return self._push(grey), info
 
     def step(self, action: int):
+        if self.fire_due:  # the ale backend's FIRE after a life loss, added to this step's action
+            action, self.fire_due = int(self.add_fire[action]), False
         total, frames = 0.0, []
         for _ in range(self.frame_skip):
             grey, reward, terminated, truncated, info = self.env.step(action)
@@ -190,8 +197,12 @@ class AtariFrames(gym.Wrapper):
             if terminated or truncated:
                 break
         self.steps += 1
+        truncated = truncated or self.steps >= self.max_steps
+        lives = int(info.get("lives", 0))
+        self.fire_due = self.add_fire is not None and lives < self.lives and not (terminated or truncated)
+        self.lives = lives
         obs = self._push(np.maximum(frames[0], frames[-1]))
-        return obs, total, terminated, truncated or self.steps >= self.max_steps, info
+        return obs, total, terminated, truncated, info
 
 
 def _area_weights(size_in: int, size_out: int) -> np.ndarray:

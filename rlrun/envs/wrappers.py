@@ -126,7 +126,7 @@ class ClipObservation(VecEnvWrapper):
 
 
 class ScaleReward(VecEnvWrapper):
-    """Return-based reward scaling: r_t / std(R), R_t = gamma * R_{t-1} + r_t (reset at episode ends).
+    """Return-based reward scaling: r_t / std(R), R_t = gamma * R_{t-1} + r_t (reset at episode ends and reset()).
 
     The reward is divided by the running standard deviation of the discounted return, not
     centred, so its sign is kept (Engstrom et al. 2020, "reward scaling").
@@ -137,6 +137,10 @@ class ScaleReward(VecEnvWrapper):
         self.gamma, self.eps = gamma, eps
         self.rms = RunningMeanStd((), env.device)
         self.ret = torch.zeros(env.num_envs, dtype=torch.float64, device=env.device)
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        self.ret = torch.zeros_like(self.ret)  # every episode starts again, and so does its discounted return
+        return self.env.reset(seed)
 
     def step(self, actions: torch.Tensor) -> StepResult:
         obs, reward, terminated, truncated, info = self.env.step(actions)
