@@ -59,3 +59,28 @@ def test_projection_stays_on_the_support_when_the_top_edge_rounds_up(monkeypatch
     target = categorical_projection(torch.full((1, 51), 1 / 51), torch.tensor([15.0]), torch.tensor([0.0]), support)
     assert target.shape == (1, 51)
     assert torch.allclose(target[0, -1], torch.tensor(1.0))
+
+
+def test_dense_projection_equals_the_scatter_form():
+    from rlrun.distributional import categorical_projection_dense
+
+    g = torch.Generator().manual_seed(0)
+    support = torch.linspace(-10.0, 10.0, 51)
+    probs = torch.softmax(torch.randn(64, 51, generator=g), -1)
+    rewards = torch.randn(64, generator=g) * 5  # some beyond the support edges once discounted
+    discounts = torch.rand(64, generator=g)
+    discounts[:4] = 0.0  # terminal: all mass on the reward
+    rewards[4] = 1.2  # gamma z_j + r lands exactly on atoms when gamma = 1
+    discounts[4] = 1.0
+    dense = categorical_projection_dense(probs, rewards, discounts, support)
+    torch.testing.assert_close(dense, categorical_projection(probs, rewards, discounts, support))
+    torch.testing.assert_close(dense.sum(-1), torch.ones(64))
+
+
+def test_dense_projection_hand_computed():
+    from rlrun.distributional import categorical_projection_dense
+
+    # atoms 0, 1, 2; all mass on z_1 = 1; r = 0.25, gamma = 1 -> Tz = 1.25: 0.75 to atom 1, 0.25 to atom 2
+    out = categorical_projection_dense(torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([0.25]), torch.tensor([1.0]),
+                                       torch.tensor([0.0, 1.0, 2.0]))
+    torch.testing.assert_close(out, torch.tensor([[0.0, 0.75, 0.25]]))

@@ -20,7 +20,7 @@ from torch import nn
 
 from rlrun.buffers import ReplayBuffer
 from rlrun.config import ConfigError, _check, _choice, _positive, _unit
-from rlrun.distributional import categorical_projection
+from rlrun.distributional import categorical_projection, categorical_projection_dense
 from rlrun.networks import QNetwork
 
 
@@ -294,7 +294,9 @@ class DQN:
         chosen = log_probs[torch.arange(actions.shape[0], device=actions.device), actions]  # [B, K]
         with torch.no_grad():
             next_probs = out_next.softmax(-1)[torch.arange(actions.shape[0], device=actions.device), next_action]
-            target = categorical_projection(next_probs, batch["returns"], batch["discounts"], policy.support)
+            project = categorical_projection_dense if torch.are_deterministic_algorithms_enabled() \
+                else categorical_projection  # deterministic=true: no scattered sums
+            target = project(next_probs, batch["returns"], batch["discounts"], policy.support)
         per_sample = categorical_loss(chosen, target)  # [B]
         q = (chosen.detach().exp() * policy.support).sum(-1)  # [B]
         return (batch["weights"] * per_sample).mean(), per_sample.detach(), q.mean()
