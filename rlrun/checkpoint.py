@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,37 @@ def latest(run_dir: str | Path) -> Path:
 
 
 def prune(run_dir: str | Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints."""
+    """Delete all but the newest ``keep`` checkpoints, and the temporary files of writes that were killed."""
     for path in list_checkpoints(run_dir)[:-keep]:
         path.unlink(missing_ok=True)
+    folder = Path(run_dir) / "checkpoints"
+    for tmp in folder.glob("step_*.pt.tmp") if folder.is_dir() else ():
+        tmp.unlink(missing_ok=True)
+
+
+def load_newest(run_dir: str | Path, device: torch.device | str = "cpu",
+                report: Callable[[str], None] = print) -> dict[str, Any]:
+    """The newest checkpoint of ``run_dir`` that loads; each newer one that does not is reported by name.
+
+    A checkpoint is written atomically, so a crash never leaves half of one, but a disk can still corrupt or
+    truncate a file. CheckpointError, in one paragraph, when there is none or none loads.
+    """
+    found = list_checkpoints(run_dir)
+    if not found:
+        latest(run_dir)  # raises the "no checkpoint" error
+    refused = []
+    for path in reversed(found):
+        try:
+            state = load(path, device)
+        except CheckpointError as err:
+            refused.append(str(err))
+            continue
+        for reason in refused:
+            report(f"{reason} Resuming from the previous one, {path.name}, instead.")
+        return state
+    raise CheckpointError(
+        f"None of the {len(found)} checkpoint(s) in {Path(run_dir) / 'checkpoints'} can be loaded, so the run cannot "
+        f"resume: {' '.join(refused)} Start a new run, or restore a checkpoint from a backup.")
 
 
 def load(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:

@@ -6,12 +6,15 @@ composed config, ``--help``, shell completion.
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
 
 import hydra
 import yaml
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict
 
 from rlrun.checkpoint import CheckpointError
@@ -47,6 +50,26 @@ def _remove_if_unused(run_dir: Path) -> None:
             run_dir.parent.rmdir()  # the runs/ folder this refused run made
 
 
+class RunFolderCheck(Callback):
+    """Hydra callback: refuse a run or sweep folder that cannot be written, before Hydra tries to create it
+    (which would end in a traceback)."""
+
+    def _check(self, folder: str, key: str) -> None:
+        from rlrun.train import folder_problem
+
+        problem = folder_problem(Path(folder))
+        if problem:
+            print(f"rlrun: error: the run folder {folder} cannot be written ({problem}): choose another with "
+                  f"{key}=<folder>.", file=sys.stderr)
+            raise SystemExit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+
 @hydra.main(version_base=None, config_path="conf", config_name="config")
 def hydra_train(cfg: DictConfig) -> float:
     """The Hydra task: check the config, train, return the final evaluation return (for sweepers).
@@ -57,6 +80,9 @@ def hydra_train(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from rlrun.checkpoint import list_checkpoints
+    from rlrun.interrupt import StopSignals
+    from rlrun.resources import ResourceError
     from rlrun.sweep import cpu_share, record_failure, share_cores
     from rlrun.train import TrainingDiverged, final_return, train
 
@@ -67,25 +93,59 @@ def hydra_train(cfg: DictConfig) -> float:
         cfg.run_dir = str(run_dir)
     if multirun and (shared := share_cores(cfg, cpu_share(hydra_cfg))):
         print(f"rlrun: parallel jobs share the cores: {shared} for {run_dir.name}", flush=True)
+    signals, preempt, submitit_handler = StopSignals(exit_after_stop=True), None, None
+    if os.environ.get("SUBMITIT_EXECUTOR"):  # a job of the submitit launcher (SLURM or local)
+        signals, preempt, submitit_handler = _submitit_signals()
+        if not cfg.get("resume") and list_checkpoints(run_dir):  # requeued after a preemption or a timeout
+            print(f"rlrun: {run_dir} already holds checkpoints: this job was requeued, resuming it", flush=True)
+            with open_dict(cfg):
+                cfg.resume = str(run_dir)
     try:
         typed = load(cfg)
-        summary = train(typed)
-    except (ConfigError, CheckpointError, TrainingDiverged) as err:
+        with signals:  # held until the exit status is decided: a second signal cannot cut the way out short
+            summary = train(typed, signals)
+            if summary["status"] == "interrupted":
+                _report_interruption(summary, run_dir, preempt, submitit_handler)
+    except (ConfigError, CheckpointError, TrainingDiverged, ResourceError) as err:
         if multirun:
             return record_failure(run_dir, err, with_traceback=False)
         if not cfg.get("resume") and not isinstance(err, TrainingDiverged):
             _remove_if_unused(run_dir)
         print(f"rlrun: error: {err}", file=sys.stderr)
-        raise SystemExit(1 if isinstance(err, TrainingDiverged) else 2) from None
+        raise SystemExit(2 if isinstance(err, (ConfigError, CheckpointError)) else 1) from None
     except Exception as err:  # in a sweep any error fails this job only (error.txt keeps it)
         if not multirun:
             raise
         return record_failure(run_dir, err, with_traceback=True)
-    if summary["status"] == "interrupted":  # Ctrl-C: checkpoint and summary are saved; stop a sweep too
-        print(f"rlrun: interrupted at step {summary['steps']}; resume with `rlrun train resume={run_dir}`",
-              file=sys.stderr)
-        raise SystemExit(130)
     return final_return(summary)
+
+
+def _report_interruption(summary: dict, run_dir: Path, preempt, submitit_handler) -> None:
+    """Say how to resume, then exit 130 (SIGINT) or 143 (SIGTERM), stopping a sweep too; after submitit's
+    preemption signal, hand over to submitit, which requeues the job (or gives up after max_num_timeout)."""
+    from rlrun.interrupt import EXIT_CODES
+
+    signame = summary["signal"] or "SIGINT"
+    print(f"rlrun: interrupted by {signame} at step {summary['steps']}; the checkpoint is saved. Resume with "
+          f"`rlrun train {shlex.quote('resume=' + str(run_dir))}`", file=sys.stderr, flush=True)
+    if preempt is not None and signame == preempt.name:
+        submitit_handler(preempt, None)
+    raise SystemExit(EXIT_CODES.get(signame, 130))
+
+
+def _submitit_signals():
+    """Inside a submitit job: its preemption/timeout signal (SIGUSR2) stops the run with a checkpoint, after
+    which submitit's own handler requeues the job; SIGTERM, which submitit ignores (SLURM sends it on preemption
+    before the end), asks for a checkpoint at the next iteration and lets the run go on."""
+    import signal
+
+    from submitit import JobEnvironment
+
+    from rlrun.interrupt import StopSignals
+
+    preempt = signal.Signals(JobEnvironment._usr_sig())  # SIGUSR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise
+    signals = StopSignals(stop=(signal.SIGINT, preempt), save_soon=(signal.SIGTERM,), exit_after_stop=True)
+    return signals, preempt, signal.getsignal(preempt)
 
 
 def _override_key(arg: str) -> str:
@@ -101,13 +161,24 @@ def resume_args(args: list[str]) -> list[str]:
     folder = next((a.split("=", 1)[1] for a in args if _override_key(a) == "resume"), None)
     if folder is None:
         return args
+    folder = folder.strip("'\"")  # as Hydra would unquote it
     saved = Path(folder) / ".hydra" / "overrides.yaml"
     if not saved.is_file():
         raise ConfigError(f"resume={folder}: {saved} does not exist; resume takes a run folder written by `rlrun train`.")
     old = yaml.safe_load(saved.read_text()) or []
     new_keys = {_override_key(a) for a in args if "=" in a and not a.startswith("-")}
     kept = [a for a in old if _override_key(a) not in new_keys | {"resume", "hydra.run.dir"}]
-    return kept + args + [f"hydra.run.dir={folder}"]
+    rest = [a for a in args if _override_key(a) != "resume"]
+    # A sweep job's folder is named after its overrides (seed=0,total_steps=10000): quoted, so that Hydra's
+    # override grammar reads the '=' and ',' in it as part of the path.
+    quoted = _quote(folder)
+    return kept + rest + [f"resume={quoted}", f"hydra.run.dir={quoted}"]
+
+
+def _quote(value: str) -> str:
+    """``value`` as a quoted string of Hydra's override grammar."""
+    quote = "'" if "'" not in value else '"'
+    return quote + value.replace(quote, "\\" + quote) + quote
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -120,14 +120,17 @@ class CheckpointConfig:
     """When to write checkpoints (always atomically, always one at the end)."""
 
     every_steps: int = 0
-    """Save every this many env steps (0: only at the end or on interruption)."""
+    """Save every this many env steps (0: by time only, at the end and on interruption)."""
+    every_minutes: float = 10.0
+    """Also save every this many minutes of wall time, so a kill -9 or a power cut loses at most that (0: off)."""
     keep: int = 2
-    """Periodic checkpoints to keep (the newest ones); the final one is always kept."""
+    """Checkpoints to keep (the newest ones): an older one remains if the newest cannot be read."""
     replay: bool = False
     """Off-policy algorithms: include the replay buffer in checkpoints (large: ~7 GB for 1M Atari transitions)."""
 
     def __post_init__(self) -> None:
         _check(self.every_steps >= 0, "checkpoint.every_steps", self.every_steps, "an integer >= 0")
+        _check(self.every_minutes >= 0, "checkpoint.every_minutes", self.every_minutes, "a number >= 0")
         _check(self.keep >= 1, "checkpoint.keep", self.keep, "an integer >= 1")
 
 
@@ -149,6 +152,9 @@ class TrainConfig:
     """auto (CUDA when present), cpu, cuda or cuda:N."""
     torch_threads: int = 1
     """CPU threads for torch; 1 is fastest for small MLPs (per-op overhead, not arithmetic)."""
+    deterministic: bool = False
+    """Deterministic kernels (torch.use_deterministic_algorithms, cuDNN): the same seed gives the same curve on CUDA
+    too, at some speed. CPU runs are deterministic either way."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     progress: bool = True

@@ -5,8 +5,10 @@ The Hydra app in :mod:`rlrun.cli` is a thin wrapper around this function; tests 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
+import os
 import random
 import time
 from datetime import datetime
@@ -18,13 +20,15 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from rlrun import checkpoint
+from rlrun import checkpoint, resources
 from rlrun.algos import ALGOS
 from rlrun.config import ConfigError, EnvConfig, TrainConfig, flatten, load, to_dict
 from rlrun.envs import VecEnv, is_ale_id, make_vec_env
 from rlrun.envs.wrappers import ClipObservation, ClipReward, NormalizeObservation, RunningMeanStd, ScaleReward
+from rlrun.interrupt import Interrupted, StopSignals
 from rlrun.logger import Logger, write_json
 from rlrun.loops import LOOPS
+from rlrun.resources import ResourceError
 
 TRAIN_SEEDS, EVAL_SEEDS = 0, 1  # the purpose key of env_seed()
 
@@ -137,6 +141,17 @@ def evaluate(policy, env: VecEnv, seed: int, deterministic: bool = True) -> torc
     return returns.cpu()
 
 
+def folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be created and written (None if it can), found without creating anything."""
+    folder = folder.absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
 def default_run_dir(cfg: TrainConfig) -> Path:
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     return Path("runs") / f"{cfg.env.name}__{cfg.algo.name}__s{cfg.seed}__{stamp}"
@@ -149,14 +164,17 @@ class Run:
     """
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, agent, env: VecEnv, eval_env: VecEnv,
-                 logger: Logger, threshold: float | None, state: dict[str, Any] | None):
+                 logger: Logger, threshold: float | None, state: dict[str, Any] | None,
+                 signals: StopSignals | None = None):
         self.cfg, self.run_dir, self.agent, self.env, self.eval_env = cfg, run_dir, agent, env, eval_env
         self.logger, self.threshold = logger, threshold
+        self.signals = signals or StopSignals(stop=())
         self.total_steps = cfg.total_steps
         state = state or {}
         self.step = int(state.get("step", 0))
         self.start_step = self.step
         self.train_seconds_before = float(state.get("train_seconds", 0.0))
+        self.segments_before: list[dict[str, Any]] = list(state.get("segments", []))  # earlier runs of this folder
         self.best_eval_return = state.get("best_eval_return")
         self.final_eval_return: float | None = None
         self.last_eval_step = state.get("last_eval_step")
@@ -165,7 +183,7 @@ class Run:
         self.eval_count = int(state.get("eval_count", 0))
         self.last_ckpt_step = self.step
         self.eval_seconds = 0.0
-        self.t0 = time.perf_counter()
+        self.t0 = self.last_ckpt_time = time.perf_counter()
         self._episodes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     # --------------------------------------------------------------- clocks
@@ -174,8 +192,15 @@ class Run:
         return self.train_seconds_before + time.perf_counter() - self.t0 - self.eval_seconds
 
     def sps(self) -> float:
+        """Env steps per training second of this segment (since the start or the resume)."""
         spent = time.perf_counter() - self.t0 - self.eval_seconds
         return (self.step - self.start_step) / spent if spent > 0 else 0.0
+
+    def segments(self) -> list[dict[str, Any]]:
+        """Each uninterrupted part of the run, this one last: steps from, to, wall seconds and SPS."""
+        now = {"start_step": self.start_step, "end_step": self.step,
+               "wall_s": round(time.perf_counter() - self.t0, 3), "sps": round(self.sps(), 1)}
+        return [*self.segments_before, now]
 
     # --------------------------------------------------------------- hooks for the loops
     def record_episodes(self, info: dict[str, torch.Tensor]) -> None:
@@ -202,12 +227,18 @@ class Run:
         every = self.cfg.eval.every_steps
         if every and self.step // every > (self.last_eval_step or 0) // every and self.step < self.total_steps:
             self.run_eval()
-        every = self.cfg.checkpoint.every_steps
-        if every and self.step // every > self.last_ckpt_step // every and self.step < self.total_steps:
+        if self.checkpoint_due() and self.step < self.total_steps:
             self.save_checkpoint()
         self.logger.progress(self.step, values["charts/SPS"])
         solved = self.cfg.eval.stop_at_threshold and self.steps_to_threshold is not None
         return solved or self.step >= self.total_steps
+
+    def checkpoint_due(self) -> bool:
+        """Every ``checkpoint.every_steps`` env steps, every ``checkpoint.every_minutes``, or when a signal asked."""
+        ckpt = self.cfg.checkpoint
+        by_steps = ckpt.every_steps and self.step // ckpt.every_steps > self.last_ckpt_step // ckpt.every_steps
+        by_time = ckpt.every_minutes and time.perf_counter() - self.last_ckpt_time >= 60 * ckpt.every_minutes
+        return bool(by_steps or by_time or self.signals.save_requested)
 
     # --------------------------------------------------------------- evaluation and checkpoints
     def run_eval(self) -> float:
@@ -232,26 +263,32 @@ class Run:
             "config": to_dict(self.cfg), "train_seconds": self.train_seconds(),
             "best_eval_return": self.best_eval_return, "last_eval_step": self.last_eval_step,
             "steps_to_threshold": self.steps_to_threshold, "seconds_to_threshold": self.seconds_to_threshold,
-            "eval_count": self.eval_count, "torch_rng": torch.get_rng_state(),
+            "eval_count": self.eval_count, "torch_rng": torch.get_rng_state(), "segments": self.segments(),
         }
         device = getattr(self.agent, "device", torch.device("cpu"))
         if device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
         if self.cfg.checkpoint.replay and hasattr(self.agent, "replay_state_dict"):
             state["replay"] = self.agent.replay_state_dict()
-        path = checkpoint.save(state, checkpoint.path_for(self.run_dir, self.step))
-        checkpoint.prune(self.run_dir, self.cfg.checkpoint.keep)
-        self.last_ckpt_step = self.step
+        with self.signals.deferred():  # a signal waits for the write: the run stops with this checkpoint saved
+            path = checkpoint.save(state, checkpoint.path_for(self.run_dir, self.step))
+            checkpoint.prune(self.run_dir, self.cfg.checkpoint.keep)
+        self.last_ckpt_step, self.last_ckpt_time = self.step, time.perf_counter()
+        self.signals.save_requested = False
         return path
 
-    def summary(self, status: str) -> dict[str, Any]:
-        wall = time.perf_counter() - self.t0
+    def summary(self, status: str, signame: str | None = None) -> dict[str, Any]:
+        """summary.json: wall time and SPS cover the whole run, every segment (resume) included."""
+        segments = self.segments()
+        train_seconds = self.train_seconds()
         return {
             "algo": self.cfg.algo.name, "env": self.cfg.env.id, "seed": self.cfg.seed, "steps": self.step,
-            "wall_s": round(wall, 3), "sps": round(self.sps(), 1),
+            "wall_s": round(sum(seg["wall_s"] for seg in segments), 3),
+            "sps": round(self.step / train_seconds, 1) if train_seconds > 0 else 0.0,
             "final_eval_return": self.final_eval_return, "best_eval_return": self.best_eval_return,
             "reward_threshold": self.threshold, "steps_to_threshold": self.steps_to_threshold,
-            "seconds_to_threshold": self.seconds_to_threshold, "status": status,
+            "seconds_to_threshold": self.seconds_to_threshold, "status": status, "signal": signame,
+            "segments": segments,
         }
 
 
@@ -283,54 +320,109 @@ def build(cfg: TrainConfig, device: torch.device):
     return env, eval_env, agent
 
 
-def train(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
-    """Train one agent as ``cfg`` says; returns the summary also written to ``<run_dir>/summary.json``."""
+def out_of_memory(err: BaseException) -> bool:
+    """A CUDA out-of-memory error, or the CPU allocator failing to get memory."""
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(err))
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(on: bool):
+    """``deterministic=true``: torch's deterministic kernels and cuDNN's, for the run (restored afterwards).
+
+    cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` set before its first call to be deterministic on CUDA >= 10.2.
+    """
+    if not on:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1], before[2]
+
+
+def resume_state(run_dir: Path, device: torch.device) -> dict[str, Any]:
+    """The newest checkpoint of ``run_dir`` that loads (a newer unreadable one is named on the console)."""
+    return checkpoint.load_newest(run_dir, device, report=lambda text: print(f"rlrun: {text}", flush=True))
+
+
+def train(cfg: DictConfig | TrainConfig | dict, signals: StopSignals | None = None) -> dict[str, Any]:
+    """Train one agent as ``cfg`` says; returns the summary also written to ``<run_dir>/summary.json``.
+
+    ``signals`` (default: SIGINT and SIGTERM) end the run with a checkpoint and an ``interrupted`` summary
+    naming the signal. Running out of memory ends it with a ``failed`` summary and a :class:`ResourceError`.
+    """
     cfg = cfg if isinstance(cfg, TrainConfig) else load(cfg)
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.torch_threads)
+    resources.check(cfg, device)  # before anything is allocated or written
     state = None
     if cfg.resume:
         run_dir = Path(cfg.resume)
-        state = checkpoint.load(checkpoint.latest(run_dir), device)
+        state = resume_state(run_dir, device)
     else:
         run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    if problem := folder_problem(run_dir):
+        raise ConfigError(f"The run folder {run_dir} cannot be written ({problem}): choose another with "
+                          "run_dir=<folder> (or hydra.run.dir=<folder> on the command line).")
     seed_everything(cfg.seed)
-    env, eval_env, agent = build(cfg, device)
-    if state:
-        agent.load_state_dict(state["agent"])
-        env.load_state_dict(state["env"])
-        torch.set_rng_state(state["torch_rng"].cpu())  # loaded onto the training device with the rest
-        if state.get("cuda_rng") is not None and device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-        if state.get("replay") is not None:
-            agent.load_replay_state_dict(state["replay"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    logger = Logger(run_dir, purge_step=state["step"] + 1 if state else None, progress=cfg.progress,
-                    total_steps=cfg.total_steps, start_step=state["step"] if state else 0,
-                    description=f"{cfg.algo.name} {cfg.env.name}")
-    logger.config(flatten({k: v for k, v in to_dict(cfg).items() if k not in ("run_dir", "resume")}))
-    run = Run(cfg, run_dir, agent, env, eval_env, logger, reward_threshold(cfg.env), state)
-    gc.collect()
-    gc.freeze()  # the long-lived setup objects: the collector's passes then skip them (~3% of a small-MLP run)
-    status = "failed"
-    try:
-        obs = env.reset(seed=env_seed(cfg.seed, TRAIN_SEEDS, run.step))
-        LOOPS[type(agent).loop](agent, env, obs, run)
-        if run.last_eval_step != run.step or run.final_eval_return is None:
-            run.run_eval()
-        status = "completed"
-    except KeyboardInterrupt:
-        status = "interrupted"
-    finally:
-        gc.unfreeze()
-        if status != "failed":
-            run.save_checkpoint()
-        summary = run.summary(status)
-        write_json(run_dir / "summary.json", summary)
-        logger.final(summary)
-        logger.close()
-        env.close()
-        eval_env.close()
+    with deterministic_algorithms(cfg.deterministic):
+        env, eval_env, agent = build(cfg, device)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if state:
+            agent.load_state_dict(state["agent"])
+            env.load_state_dict(state["env"])
+            torch.set_rng_state(state["torch_rng"].cpu())  # loaded onto the training device with the rest
+            if state.get("cuda_rng") is not None and device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+            if state.get("replay") is not None:
+                agent.load_replay_state_dict(state["replay"])
+        logger = Logger(run_dir, purge_step=state["step"] + 1 if state else None, progress=cfg.progress,
+                        total_steps=cfg.total_steps, start_step=state["step"] if state else 0,
+                        description=f"{cfg.algo.name} {cfg.env.name}")
+        logger.config(flatten({k: v for k, v in to_dict(cfg).items() if k not in ("run_dir", "resume")}))
+        signals = signals or StopSignals()
+        run = Run(cfg, run_dir, agent, env, eval_env, logger, reward_threshold(cfg.env), state, signals)
+        gc.collect()
+        gc.freeze()  # the long-lived setup objects: the collector's passes then skip them (~3% of a small-MLP run)
+        status, signame = "failed", None
+        with signals:
+            try:
+                obs = env.reset(seed=env_seed(cfg.seed, TRAIN_SEEDS, run.step))
+                LOOPS[type(agent).loop](agent, env, obs, run)
+                if run.last_eval_step != run.step or run.final_eval_return is None:
+                    run.run_eval()
+                status = "completed"
+            except Interrupted as err:
+                status, signame = "interrupted", err.signame
+            except KeyboardInterrupt:  # Python's own SIGINT handler (ours is set only in the main thread)
+                status, signame = "interrupted", "SIGINT"
+            except Exception as err:
+                if out_of_memory(err):
+                    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                    raise ResourceError(
+                        f"Out of memory on {device} at step {run.step} ({first}). Lower env.num_envs, the batch "
+                        "(algo.minibatch_size or algo.batch_size), algo.num_steps or algo.buffer_size, or train on a "
+                        f"device with more memory; the checkpoints already in {run_dir / 'checkpoints'} are kept."
+                    ) from None
+                raise
+            finally:
+                with signals.deferred(then_raise=False):  # a second Ctrl-C must not cut the last checkpoint short
+                    gc.unfreeze()
+                    if status != "failed":
+                        run.save_checkpoint()
+                    summary = run.summary(status, signame)
+                    write_json(run_dir / "summary.json", summary)
+                    logger.final(summary)
+                    logger.close()
+                    env.close()
+                    eval_env.close()
     return summary
 
 

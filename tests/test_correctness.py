@@ -147,3 +147,37 @@ def test_the_eval_frequency_leaves_the_training_curve_unchanged(tiny_cfg, tmp_pa
     (loss_a, params_a), (loss_b, params_b) = curves
     assert loss_a == loss_b and len(loss_a) >= 2
     assert all(torch.equal(params_a[k], params_b[k]) for k in params_a)
+
+
+# ----------------------------------------------------------------- 7. a resume without the replay refills it first
+def test_resume_without_replay_collects_learning_starts_transitions_before_updating(tiny_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    common = ("algo=dqn", "algo.learning_starts=1000", "algo.train_frequency=4", "algo.gradient_steps=1",
+              "algo.log_every=500", "algo.hidden_sizes=[16]", "eval.every_steps=0")
+    train(tiny_cfg(*common, "total_steps=3000", run_dir=run_dir))
+    before = _gradient_steps(run_dir)
+    assert before > 400
+    train(tiny_cfg(*common, "total_steps=5000", f"resume={run_dir}", run_dir=run_dir))
+    counts = dict(_scalars(run_dir, "charts/gradient_steps"))
+    assert counts[3500] == before  # steps 3,000-4,000 refill the empty buffer: no update
+    assert counts[4000] <= before + 1  # learning starts again at step 4,000
+    assert counts[5000] >= before + 240
+    assert "collecting 1,000 transitions" in (run_dir / "train.log").read_text()
+
+
+# ----------------------------------------------------------------- deterministic=true
+def test_deterministic_true_repeats_a_rainbow_run_and_restores_torch_flags(tiny_cfg, tmp_path, monkeypatch):
+    import rlrun.algos.dqn as dqn_module
+
+    used = []
+    dense = dqn_module.categorical_projection_dense
+    monkeypatch.setattr(dqn_module, "categorical_projection_dense", lambda *a: used.append(1) or dense(*a))
+    common = ("algo=rainbow", "total_steps=1200", "algo.learning_starts=400", "eval.every_steps=600")
+    first = train(tiny_cfg(*common, "deterministic=true", run_dir=tmp_path / "a"))
+    second = train(tiny_cfg(*common, "deterministic=true", run_dir=tmp_path / "b"))
+    assert used  # the C51 target went through the scatter-free projection
+    assert not torch.are_deterministic_algorithms_enabled()  # put back after the run
+    assert first["final_eval_return"] == second["final_eval_return"]
+    policies = [checkpoint.load(checkpoint.latest(tmp_path / name))["agent"]["policy"] for name in ("a", "b")]
+    assert policies[0].keys() == policies[1].keys()
+    assert all(torch.equal(policies[0][k], policies[1][k]) for k in policies[0])

@@ -75,3 +75,11 @@ def test_cuda_checkpoint_resumes_on_cuda_and_loads_on_cpu(tiny_cfg, tmp_path):
     summary = train(tiny_cfg("algo=dqn", "device=cuda", "total_steps=2000", "algo.learning_starts=200",
                              "checkpoint.replay=true", f"resume={run_dir}", run_dir=run_dir))
     assert summary["status"] == "completed" and summary["steps"] >= 2000
+
+
+def test_deterministic_true_gives_the_same_rainbow_run_twice_on_cuda(tiny_cfg, tmp_path):
+    common = ("algo=rainbow", "device=cuda", "deterministic=true", "total_steps=1200", "algo.learning_starts=400")
+    for name in ("a", "b"):
+        train(tiny_cfg(*common, run_dir=tmp_path / name))
+    policies = [checkpoint.load(checkpoint.latest(tmp_path / name))["agent"]["policy"] for name in ("a", "b")]
+    assert all(torch.equal(policies[0][k], policies[1][k]) for k in policies[0])

@@ -21,7 +21,7 @@ from rlrun.envs import resolve_backend
 from rlrun.train import train
 
 SUMMARY_KEYS = {"algo", "env", "seed", "steps", "wall_s", "sps", "final_eval_return", "best_eval_return",
-                "reward_threshold", "steps_to_threshold", "seconds_to_threshold", "status"}
+                "reward_threshold", "steps_to_threshold", "seconds_to_threshold", "status", "signal", "segments"}
 LOSS_TAGS = {"losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl", "losses/clipfrac",
              "losses/explained_variance"}
 CONF = Path(rlrun.conf.__file__).parent
