@@ -135,3 +135,9 @@ def test_cli_help_lists_train(tmp_path):
     out = _rlrun(tmp_path, "--help")
     assert out.returncode == 0
     assert "train" in out.stdout
+
+
+def test_configuration_docs_are_generated_from_the_current_dataclasses():
+    script = Path(__file__).resolve().parent.parent / "scripts" / "gen_config_docs.py"
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"docs/configuration.md is stale: run python {script.name}\n{done.stdout}{done.stderr}"
