@@ -366,6 +366,11 @@ def train(cfg: DictConfig | TrainConfig | dict, signals: StopSignals | None = No
     if cfg.resume:
         run_dir = Path(cfg.resume)
         state = resume_state(run_dir, device)
+        if state["step"] >= cfg.total_steps:
+            raise ConfigError(
+                f"resume={run_dir}: the run is already at step {state['step']:,}, so total_steps={cfg.total_steps} "
+                f"leaves nothing to train; continue it with a larger total, e.g. total_steps={2 * state['step']}. "
+                "The folder is unchanged.")
     else:
         run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
     if problem := folder_problem(run_dir):

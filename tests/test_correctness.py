@@ -181,3 +181,29 @@ def test_deterministic_true_repeats_a_rainbow_run_and_restores_torch_flags(tiny_
     policies = [checkpoint.load(checkpoint.latest(tmp_path / name))["agent"]["policy"] for name in ("a", "b")]
     assert policies[0].keys() == policies[1].keys()
     assert all(torch.equal(policies[0][k], policies[1][k]) for k in policies[0])
+
+
+# ----------------------------------------------------------------- out of memory during training
+def test_out_of_memory_mid_run_ends_with_a_resource_error_and_a_failed_summary(tiny_cfg, tmp_path, monkeypatch):
+    import json
+
+    from rlrun.algos.ppo import PPO
+    from rlrun.resources import ResourceError
+
+    real_update, calls = PPO.update, []
+
+    def update_then_run_out(self, batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 80 GiB total)")
+        return real_update(self, batch)
+
+    monkeypatch.setattr(PPO, "update", update_then_run_out)
+    run_dir = tmp_path / "run"
+    with pytest.raises(ResourceError) as info:
+        train(tiny_cfg("total_steps=2048", "checkpoint.every_steps=256", run_dir=run_dir))
+    message = str(info.value)
+    assert message.startswith("Out of memory on cpu at step 768 (CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert "env.num_envs" in message and str(run_dir / "checkpoints") in message
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+    assert [checkpoint.load(p)["step"] for p in checkpoint.list_checkpoints(run_dir)] == [256, 512]

@@ -16,7 +16,7 @@ import rlrun.conf
 import rlrun.train
 from rlrun import checkpoint
 from rlrun.checkpoint import CheckpointError
-from rlrun.config import load
+from rlrun.config import ConfigError, load
 from rlrun.envs import resolve_backend
 from rlrun.train import train
 
@@ -110,6 +110,16 @@ def test_resume_continues_steps_and_curves(tiny_cfg, tmp_path):
     assert _steps(acc, "charts/SPS") == [256, 512, 768, 1024]
     assert _steps(acc, "losses/policy_loss") == [256, 512, 768, 1024]
     assert second["best_eval_return"] >= first["best_eval_return"]
+
+
+def test_resume_with_nothing_left_to_train_is_refused_and_leaves_the_folder_as_it_was(tiny_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_cfg())
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    for total in (256, 512):  # below and at the step the run reached
+        with pytest.raises(ConfigError, match=r"already at step 512, so total_steps=%d leaves nothing" % total):
+            train(tiny_cfg(f"total_steps={total}", f"resume={run_dir}"))
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
 def test_checkpoint_loads_with_weights_only(tiny_cfg, tmp_path):
