@@ -117,7 +117,7 @@ def test_resume_with_nothing_left_to_train_is_refused_and_leaves_the_folder_as_i
     train(tiny_cfg())
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     for total in (256, 512):  # below and at the step the run reached
-        with pytest.raises(ConfigError, match=r"already at step 512, so total_steps=%d leaves nothing" % total):
+        with pytest.raises(ConfigError, match=rf"already at step 512, so total_steps={total} leaves nothing"):
             train(tiny_cfg(f"total_steps={total}", f"resume={run_dir}"))
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
