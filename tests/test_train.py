@@ -122,6 +122,19 @@ def test_resume_with_nothing_left_to_train_is_refused_and_leaves_the_folder_as_i
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
+def test_checkpoints_are_written_by_wall_time_by_default(tiny_cfg, tmp_path, monkeypatch):
+    import rlrun.train as train_module
+
+    clock = iter(range(0, 10**6, 301))  # each reading of the clock is 301 s after the one before
+    monkeypatch.setattr(train_module.time, "perf_counter", lambda: float(next(clock)))
+    train(tiny_cfg("total_steps=2048", "eval.every_steps=0", "checkpoint.keep=20"))  # every_minutes=10 (default)
+    steps = [checkpoint.load(p)["step"] for p in checkpoint.list_checkpoints(tmp_path / "run")]
+    assert steps[-1] == 2048 and len(steps) >= 3  # some during the run, by time alone, and the final one
+    train(tiny_cfg("total_steps=2048", "eval.every_steps=0", "checkpoint.keep=20", "checkpoint.every_minutes=0",
+                   run_dir=tmp_path / "off"))
+    assert [checkpoint.load(p)["step"] for p in checkpoint.list_checkpoints(tmp_path / "off")] == [2048]
+
+
 def test_checkpoint_loads_with_weights_only(tiny_cfg, tmp_path):
     summary = train(tiny_cfg())
     path = checkpoint.latest(tmp_path / "run")
