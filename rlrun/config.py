@@ -16,27 +16,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from rlrun.algos import ALGOS
+from rlrun.checks import ConfigError, check, choice, unit
 
-class ConfigError(ValueError):
-    """A config value that cannot work; the message is meant for the user as it is."""
-
-
-def _check(ok: bool, key: str, value: Any, accepted: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is not accepted: expected {accepted}.")
-
-
-def _positive(key: str, value: Any) -> None:
-    _check(value is not None and value > 0, key, value, "a number > 0")
-
-
-def _unit(key: str, value: float, *, closed: bool = True) -> None:
-    ok = 0.0 <= value <= 1.0 if closed else 0.0 < value <= 1.0
-    _check(ok, key, value, "a number in [0, 1]" if closed else "a number in (0, 1]")
-
-
-def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
-    _check(value in choices, key, value, "one of " + ", ".join(choices))
 
 
 # --------------------------------------------------------------------------- env
@@ -84,16 +66,16 @@ class EnvConfig:
     """ale backend worker threads (0: one per env, capped by the cores)."""
 
     def __post_init__(self) -> None:
-        _choice("env.backend", self.backend, ENV_BACKENDS)
-        _choice("env.vector_mode", self.vector_mode, ("sync", "async"))
-        _check(self.num_envs >= 1, "env.num_envs", self.num_envs, "an integer >= 1")
+        choice("env.backend", self.backend, ENV_BACKENDS)
+        choice("env.vector_mode", self.vector_mode, ("sync", "async"))
+        check(self.num_envs >= 1, "env.num_envs", self.num_envs, "an integer >= 1")
         if self.max_episode_steps is not None:
-            _check(self.max_episode_steps >= 1, "env.max_episode_steps", self.max_episode_steps, "an integer >= 1 or null")
-        _check(self.frame_skip >= 1, "env.frame_skip", self.frame_skip, "an integer >= 1")
-        _check(self.frame_stack >= 1, "env.frame_stack", self.frame_stack, "an integer >= 1")
-        _check(self.noop_max >= 0, "env.noop_max", self.noop_max, "an integer >= 0")
-        _unit("env.repeat_action_probability", self.repeat_action_probability)
-        _check(self.num_threads >= 0, "env.num_threads", self.num_threads, "an integer >= 0")
+            check(self.max_episode_steps >= 1, "env.max_episode_steps", self.max_episode_steps, "an integer >= 1 or null")
+        check(self.frame_skip >= 1, "env.frame_skip", self.frame_skip, "an integer >= 1")
+        check(self.frame_stack >= 1, "env.frame_stack", self.frame_stack, "an integer >= 1")
+        check(self.noop_max >= 0, "env.noop_max", self.noop_max, "an integer >= 0")
+        unit("env.repeat_action_probability", self.repeat_action_probability)
+        check(self.num_threads >= 0, "env.num_threads", self.num_threads, "an integer >= 0")
 
 
 # --------------------------------------------------------------------------- run
@@ -111,8 +93,8 @@ class EvalConfig:
     """End training at the first evaluation that reaches the env's reward threshold."""
 
     def __post_init__(self) -> None:
-        _check(self.every_steps >= 0, "eval.every_steps", self.every_steps, "an integer >= 0")
-        _check(self.episodes >= 1, "eval.episodes", self.episodes, "an integer >= 1")
+        check(self.every_steps >= 0, "eval.every_steps", self.every_steps, "an integer >= 0")
+        check(self.episodes >= 1, "eval.episodes", self.episodes, "an integer >= 1")
 
 
 @dataclass
@@ -129,9 +111,9 @@ class CheckpointConfig:
     """Off-policy algorithms: include the replay buffer in checkpoints (large: ~7 GB for 1M Atari transitions)."""
 
     def __post_init__(self) -> None:
-        _check(self.every_steps >= 0, "checkpoint.every_steps", self.every_steps, "an integer >= 0")
-        _check(self.every_minutes >= 0, "checkpoint.every_minutes", self.every_minutes, "a number >= 0")
-        _check(self.keep >= 1, "checkpoint.keep", self.keep, "an integer >= 1")
+        check(self.every_steps >= 0, "checkpoint.every_steps", self.every_steps, "an integer >= 0")
+        check(self.every_minutes >= 0, "checkpoint.every_minutes", self.every_minutes, "a number >= 0")
+        check(self.keep >= 1, "checkpoint.keep", self.keep, "an integer >= 1")
 
 
 DEVICE_HELP = "auto, cpu, cuda or cuda:N"
@@ -165,12 +147,12 @@ class TrainConfig:
     """A run folder to continue: loads its latest checkpoint and keeps writing to it."""
 
     def __post_init__(self) -> None:
-        _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
-        _check(self.total_steps >= 1, "total_steps", self.total_steps, "an integer >= 1")
-        _check(self.torch_threads >= 1, "torch_threads", self.torch_threads, "an integer >= 1")
+        check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        check(self.total_steps >= 1, "total_steps", self.total_steps, "an integer >= 1")
+        check(self.torch_threads >= 1, "torch_threads", self.torch_threads, "an integer >= 1")
         dev = self.device
         ok = dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())
-        _check(ok, "device", dev, DEVICE_HELP)
+        check(ok, "device", dev, DEVICE_HELP)
 
 
 def _describe(err: OmegaConfBaseException, prefix: str) -> str:
@@ -191,8 +173,6 @@ def _build(schema: type, node: Any, prefix: str) -> Any:
 
 def load(cfg: DictConfig | dict) -> TrainConfig:
     """Check a composed config and return it typed; raises ConfigError before any work is done."""
-    from rlrun.algos import ALGOS  # algorithms import this module, so import them late
-
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
     raw = OmegaConf.to_container(cfg, resolve=True)

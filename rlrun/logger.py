@@ -10,7 +10,6 @@ from typing import Any
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-
 FINAL_KEYS = ("final_eval_return", "best_eval_return", "steps_to_threshold", "seconds_to_threshold", "sps")
 """summary.json keys that :meth:`Logger.final` writes as ``final/<key>`` scalars."""
 HPARAM_METRICS = ("eval/return_mean", *(f"final/{key}" for key in FINAL_KEYS))

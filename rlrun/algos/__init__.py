@@ -1,8 +1,8 @@
 """One file per algorithm; ``ALGOS`` maps the names ``algo=<name>`` accepts to their classes."""
 
 from rlrun.algos.a2c import A2C
-from rlrun.algos.npg import NPG
 from rlrun.algos.dqn import DQN
+from rlrun.algos.npg import NPG
 from rlrun.algos.ppo import PPO
 from rlrun.algos.trpo import TRPO
 from rlrun.algos.vpg import VPG

@@ -23,7 +23,7 @@ from torch import nn
 from rlrun.algos.base import OnPolicyConfig
 from rlrun.algos.ppo import explained_variance, normalize_advantages, value_loss
 from rlrun.algos.vpg import PolicyGradient
-from rlrun.config import _check, _choice, _unit
+from rlrun.checks import check, choice, unit
 from rlrun.networks import ACTIVATIONS, ActorCritic, layer_init, mlp
 
 OPTIMIZERS = ("rmsprop", "adam")
@@ -49,10 +49,10 @@ class A2CConfig(OnPolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _choice("algo.optimizer", self.optimizer, OPTIMIZERS)
-        _unit("algo.rmsprop_alpha", self.rmsprop_alpha)
-        _check(self.ent_coef >= 0, "algo.ent_coef", self.ent_coef, "a number >= 0")
-        _check(self.vf_coef >= 0, "algo.vf_coef", self.vf_coef, "a number >= 0")
+        choice("algo.optimizer", self.optimizer, OPTIMIZERS)
+        unit("algo.rmsprop_alpha", self.rmsprop_alpha)
+        check(self.ent_coef >= 0, "algo.ent_coef", self.ent_coef, "a number >= 0")
+        check(self.vf_coef >= 0, "algo.vf_coef", self.vf_coef, "a number >= 0")
 
 
 class SharedActorCritic(ActorCritic):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from rlrun.config import _check, _choice, _positive, _unit
+from rlrun.checks import check, choice, positive, unit
 from rlrun.networks import ACTIVATIONS
 
 
@@ -47,17 +47,17 @@ class OnPolicyConfig:
     """Reward clipping to [-clip_reward, clip_reward] (after scaling; null: off)."""
 
     def __post_init__(self) -> None:
-        _check(self.num_steps >= 1, "algo.num_steps", self.num_steps, "an integer >= 1")
-        _unit("algo.gamma", self.gamma)
-        _unit("algo.gae_lambda", self.gae_lambda)
-        _positive("algo.lr", self.lr)
-        _positive("algo.adam_eps", self.adam_eps)
+        check(self.num_steps >= 1, "algo.num_steps", self.num_steps, "an integer >= 1")
+        unit("algo.gamma", self.gamma)
+        unit("algo.gae_lambda", self.gae_lambda)
+        positive("algo.lr", self.lr)
+        positive("algo.adam_eps", self.adam_eps)
         if self.max_grad_norm is not None:
-            _positive("algo.max_grad_norm", self.max_grad_norm)
-        _check(len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes),
-               "algo.hidden_sizes", self.hidden_sizes, "a non-empty list of positive integers")
-        _choice("algo.activation", self.activation, tuple(ACTIVATIONS))
+            positive("algo.max_grad_norm", self.max_grad_norm)
+        check(len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes),
+              "algo.hidden_sizes", self.hidden_sizes, "a non-empty list of positive integers")
+        choice("algo.activation", self.activation, tuple(ACTIVATIONS))
         if self.clip_obs is not None:
-            _positive("algo.clip_obs", self.clip_obs)
+            positive("algo.clip_obs", self.clip_obs)
         if self.clip_reward is not None:
-            _positive("algo.clip_reward", self.clip_reward)
+            positive("algo.clip_reward", self.clip_reward)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from rlrun.buffers import ReplayBuffer
-from rlrun.config import ConfigError, _check, _choice, _positive, _unit
+from rlrun.checks import ConfigError, check, choice, positive, unit
 from rlrun.distributional import categorical_projection, categorical_projection_dense
 from rlrun.networks import QNetwork
 
@@ -99,36 +99,36 @@ class DQNConfig:
     """NoisyLinear initial noise scale (sigma = sigma_0 / sqrt(fan_in))."""
 
     def __post_init__(self) -> None:
-        _unit("algo.gamma", self.gamma)
-        _positive("algo.lr", self.lr)
-        _positive("algo.adam_eps", self.adam_eps)
-        _check(self.batch_size >= 1, "algo.batch_size", self.batch_size, "an integer >= 1")
-        _check(not self.replay or self.buffer_size >= self.batch_size, "algo.buffer_size", self.buffer_size,
-               f"an integer >= algo.batch_size ({self.batch_size})")
-        _check(self.learning_starts >= 0, "algo.learning_starts", self.learning_starts, "an integer >= 0")
-        _check(self.train_frequency >= 1, "algo.train_frequency", self.train_frequency, "an integer >= 1")
-        _check(self.gradient_steps >= 1, "algo.gradient_steps", self.gradient_steps, "an integer >= 1")
-        _check(self.target_update_interval >= 1, "algo.target_update_interval", self.target_update_interval,
-               "an integer >= 1")
-        _unit("algo.tau", self.tau, closed=False)
+        unit("algo.gamma", self.gamma)
+        positive("algo.lr", self.lr)
+        positive("algo.adam_eps", self.adam_eps)
+        check(self.batch_size >= 1, "algo.batch_size", self.batch_size, "an integer >= 1")
+        check(not self.replay or self.buffer_size >= self.batch_size, "algo.buffer_size", self.buffer_size,
+              f"an integer >= algo.batch_size ({self.batch_size})")
+        check(self.learning_starts >= 0, "algo.learning_starts", self.learning_starts, "an integer >= 0")
+        check(self.train_frequency >= 1, "algo.train_frequency", self.train_frequency, "an integer >= 1")
+        check(self.gradient_steps >= 1, "algo.gradient_steps", self.gradient_steps, "an integer >= 1")
+        check(self.target_update_interval >= 1, "algo.target_update_interval", self.target_update_interval,
+              "an integer >= 1")
+        unit("algo.tau", self.tau, closed=False)
         for key in ("eps_start", "eps_end"):
             if getattr(self, key) is not None:
-                _unit(f"algo.{key}", getattr(self, key))
-        _unit("algo.eps_fraction", self.eps_fraction, closed=False)
-        _unit("algo.eval_epsilon", self.eval_epsilon)
-        _choice("algo.loss", self.loss, ("huber", "mse"))
+                unit(f"algo.{key}", getattr(self, key))
+        unit("algo.eps_fraction", self.eps_fraction, closed=False)
+        unit("algo.eval_epsilon", self.eval_epsilon)
+        choice("algo.loss", self.loss, ("huber", "mse"))
         if self.max_grad_norm is not None:
-            _positive("algo.max_grad_norm", self.max_grad_norm)
-        _check(len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes),
-               "algo.hidden_sizes", self.hidden_sizes, "a non-empty list of positive integers")
-        _check(self.log_every >= 1, "algo.log_every", self.log_every, "an integer >= 1")
-        _check(self.per_alpha >= 0, "algo.per_alpha", self.per_alpha, "a number >= 0")
-        _unit("algo.per_beta", self.per_beta)
-        _positive("algo.per_eps", self.per_eps)
-        _check(self.n_step >= 1, "algo.n_step", self.n_step, "an integer >= 1")
-        _check(self.atoms >= 2, "algo.atoms", self.atoms, "an integer >= 2")
-        _check(self.v_min < self.v_max, "algo.v_min", self.v_min, f"a number < algo.v_max ({self.v_max})")
-        _check(self.sigma_0 >= 0, "algo.sigma_0", self.sigma_0, "a number >= 0")
+            positive("algo.max_grad_norm", self.max_grad_norm)
+        check(len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes),
+              "algo.hidden_sizes", self.hidden_sizes, "a non-empty list of positive integers")
+        check(self.log_every >= 1, "algo.log_every", self.log_every, "an integer >= 1")
+        check(self.per_alpha >= 0, "algo.per_alpha", self.per_alpha, "a number >= 0")
+        unit("algo.per_beta", self.per_beta)
+        positive("algo.per_eps", self.per_eps)
+        check(self.n_step >= 1, "algo.n_step", self.n_step, "an integer >= 1")
+        check(self.atoms >= 2, "algo.atoms", self.atoms, "an integer >= 2")
+        check(self.v_min < self.v_max, "algo.v_min", self.v_min, f"a number < algo.v_max ({self.v_max})")
+        check(self.sigma_0 >= 0, "algo.sigma_0", self.sigma_0, "a number >= 0")
         if self.prioritized and not self.replay:  # priorities pick stored transitions; without replay none are kept
             raise ConfigError(
                 "algo.prioritized=true is not accepted with algo.replay=false: prioritized replay chooses which "

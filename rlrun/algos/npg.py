@@ -19,9 +19,15 @@ import torch
 
 from rlrun.algos.ppo import explained_variance, normalize_advantages
 from rlrun.algos.vpg import PolicyGradient, PolicyGradientConfig, policy_params_autograd
-from rlrun.config import _check, _positive
-from rlrun.trust_region import (categorical_kl, conjugate_gradient, fisher_vector_product, flat_grad, gaussian_kl,
-                                natural_step_size)
+from rlrun.checks import check, positive
+from rlrun.trust_region import (
+    categorical_kl,
+    conjugate_gradient,
+    fisher_vector_product,
+    flat_grad,
+    gaussian_kl,
+    natural_step_size,
+)
 
 
 @dataclass
@@ -42,11 +48,11 @@ class NPGConfig(PolicyGradientConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive("algo.max_kl", self.max_kl)
-        _check(self.damping >= 0, "algo.damping", self.damping, "a number >= 0")
-        _check(self.cg_iters >= 1, "algo.cg_iters", self.cg_iters, "an integer >= 1")
-        _positive("algo.cg_residual_tol", self.cg_residual_tol)
-        _check(0.0 < self.fvp_subsample <= 1.0, "algo.fvp_subsample", self.fvp_subsample, "a number in (0, 1]")
+        positive("algo.max_kl", self.max_kl)
+        check(self.damping >= 0, "algo.damping", self.damping, "a number >= 0")
+        check(self.cg_iters >= 1, "algo.cg_iters", self.cg_iters, "an integer >= 1")
+        positive("algo.cg_residual_tol", self.cg_residual_tol)
+        check(0.0 < self.fvp_subsample <= 1.0, "algo.fvp_subsample", self.fvp_subsample, "a number in (0, 1]")
 
 
 class NPG(PolicyGradient):

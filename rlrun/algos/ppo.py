@@ -15,7 +15,7 @@ import gymnasium as gym
 import torch
 
 from rlrun.algos.base import OnPolicyConfig
-from rlrun.config import _check, _positive
+from rlrun.checks import check, positive
 from rlrun.networks import ActorCritic, flatten_parameters
 
 
@@ -49,15 +49,15 @@ class PPOConfig(OnPolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.update_epochs >= 1, "algo.update_epochs", self.update_epochs, "an integer >= 1")
-        _check(self.minibatch_size >= 1, "algo.minibatch_size", self.minibatch_size, "an integer >= 1")
-        _positive("algo.clip_coef", self.clip_coef)
+        check(self.update_epochs >= 1, "algo.update_epochs", self.update_epochs, "an integer >= 1")
+        check(self.minibatch_size >= 1, "algo.minibatch_size", self.minibatch_size, "an integer >= 1")
+        positive("algo.clip_coef", self.clip_coef)
         if self.vf_clip_coef is not None:
-            _positive("algo.vf_clip_coef", self.vf_clip_coef)
-        _check(self.ent_coef >= 0, "algo.ent_coef", self.ent_coef, "a number >= 0")
-        _check(self.vf_coef >= 0, "algo.vf_coef", self.vf_coef, "a number >= 0")
+            positive("algo.vf_clip_coef", self.vf_clip_coef)
+        check(self.ent_coef >= 0, "algo.ent_coef", self.ent_coef, "a number >= 0")
+        check(self.vf_coef >= 0, "algo.vf_coef", self.vf_coef, "a number >= 0")
         if self.target_kl is not None:
-            _positive("algo.target_kl", self.target_kl)
+            positive("algo.target_kl", self.target_kl)
 
 
 def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip: float) -> torch.Tensor:

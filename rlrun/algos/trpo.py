@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from rlrun.algos.npg import NPG, NPGConfig
-from rlrun.config import _check
+from rlrun.checks import check
 from rlrun.trust_region import backtracking_line_search
 
 
@@ -32,8 +32,8 @@ class TRPOConfig(NPGConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(0.0 < self.backtrack_coef < 1.0, "algo.backtrack_coef", self.backtrack_coef, "a number in (0, 1)")
-        _check(self.max_backtracks >= 1, "algo.max_backtracks", self.max_backtracks, "an integer >= 1")
+        check(0.0 < self.backtrack_coef < 1.0, "algo.backtrack_coef", self.backtrack_coef, "a number in (0, 1)")
+        check(self.max_backtracks >= 1, "algo.max_backtracks", self.max_backtracks, "an integer >= 1")
 
 
 class TRPO(NPG):

@@ -23,7 +23,7 @@ from torch import nn
 
 from rlrun.algos.base import OnPolicyConfig
 from rlrun.algos.ppo import approx_kl, explained_variance, normalize_advantages, value_loss
-from rlrun.config import ConfigError, _check, _choice, _positive
+from rlrun.checks import ConfigError, check, choice, positive
 from rlrun.networks import ActorCritic
 from rlrun.returns import discount_weights, episode_return, episode_steps, reward_to_go
 
@@ -42,8 +42,8 @@ class PolicyGradientConfig(OnPolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.vf_epochs >= 1, "algo.vf_epochs", self.vf_epochs, "an integer >= 1")
-        _check(self.vf_minibatch_size >= 1, "algo.vf_minibatch_size", self.vf_minibatch_size, "an integer >= 1")
+        check(self.vf_epochs >= 1, "algo.vf_epochs", self.vf_epochs, "an integer >= 1")
+        check(self.vf_minibatch_size >= 1, "algo.vf_minibatch_size", self.vf_minibatch_size, "an integer >= 1")
 
 
 BATCH_MODES = ("episodes", "steps")
@@ -71,10 +71,10 @@ class VPGConfig(PolicyGradientConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _choice("algo.batch_mode", self.batch_mode, BATCH_MODES)
-        _choice("algo.baseline", self.baseline, BASELINES)
-        _check(self.ent_coef >= 0, "algo.ent_coef", self.ent_coef, "a number >= 0")
-        _positive("algo.vf_lr", self.vf_lr)
+        choice("algo.batch_mode", self.batch_mode, BATCH_MODES)
+        choice("algo.baseline", self.baseline, BASELINES)
+        check(self.ent_coef >= 0, "algo.ent_coef", self.ent_coef, "a number >= 0")
+        positive("algo.vf_lr", self.vf_lr)
 
 
 def policy_params_autograd(policy: ActorCritic, obs: torch.Tensor) -> torch.Tensor:
