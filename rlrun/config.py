@@ -19,8 +19,6 @@ from omegaconf.errors import OmegaConfBaseException
 from rlrun.algos import ALGOS
 from rlrun.checks import ConfigError, check, choice, unit
 
-
-
 # --------------------------------------------------------------------------- env
 ENV_BACKENDS = ("auto", "torch", "gymnasium", "ale")
 

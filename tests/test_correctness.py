@@ -63,7 +63,8 @@ def test_polyak_averaging_follows_the_target_update_interval():
 
 # ----------------------------------------------------------------- 3. PPO: anneal_clip leaves value clipping alone
 def test_anneal_clip_does_not_shrink_the_value_clipping_range():
-    from rlrun.algos.ppo import PPO, PPOConfig, clipped_value_loss
+    from rlrun.algos.ppo import PPO, PPOConfig
+    from rlrun.losses import clipped_value_loss
 
     torch.manual_seed(0)
     space = gym.spaces.Box(-1.0, 1.0, (4,))
@@ -85,7 +86,7 @@ def test_anneal_clip_does_not_shrink_the_value_clipping_range():
 
 # ----------------------------------------------------------------- 4. critic losses as the cited references have them
 def test_value_loss_is_the_mean_squared_error_hand_computed():
-    from rlrun.algos.ppo import value_loss
+    from rlrun.losses import value_loss
 
     # ((1 - 0)^2 + (3 - 1)^2 + (-2 - 0)^2) / 3 = (1 + 4 + 4) / 3 = 3, no 1/2 (baselines a2c, trpo_mpi, SB3)
     assert value_loss(torch.tensor([1.0, 3.0, -2.0]), torch.tensor([0.0, 1.0, 0.0])).item() == pytest.approx(3.0)

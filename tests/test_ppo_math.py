@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from rlrun.algos.ppo import PPO, PPOConfig, approx_kl, clipped_surrogate, clipped_value_loss, explained_variance
+from rlrun.algos.ppo import PPO, PPOConfig, clipped_surrogate
+from rlrun.losses import approx_kl, clipped_value_loss, explained_variance
 from rlrun.networks import (
     categorical_log_prob,
     categorical_log_prob_entropy,

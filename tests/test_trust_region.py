@@ -10,8 +10,15 @@ import torch
 
 from rlrun.algos.npg import NPG, NPGConfig
 from rlrun.algos.vpg import policy_params_autograd
-from rlrun.trust_region import (backtracking_line_search, categorical_kl, conjugate_gradient, fisher_vector_product,
-                                flat_grad, gaussian_kl, natural_step_size)
+from rlrun.trust_region import (
+    backtracking_line_search,
+    categorical_kl,
+    conjugate_gradient,
+    fisher_vector_product,
+    flat_grad,
+    gaussian_kl,
+    natural_step_size,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 F64 = torch.float64

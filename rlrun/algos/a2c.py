@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from rlrun.algos.base import OnPolicyConfig
-from rlrun.algos.ppo import explained_variance, normalize_advantages, value_loss
 from rlrun.algos.vpg import PolicyGradient
 from rlrun.checks import check, choice, unit
+from rlrun.losses import explained_variance, normalize_advantages, value_loss
 from rlrun.networks import ACTIVATIONS, ActorCritic, layer_init, mlp
 
 OPTIMIZERS = ("rmsprop", "adam")

@@ -17,9 +17,9 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from rlrun.algos.ppo import explained_variance, normalize_advantages
 from rlrun.algos.vpg import PolicyGradient, PolicyGradientConfig, policy_params_autograd
 from rlrun.checks import check, positive
+from rlrun.losses import explained_variance, normalize_advantages
 from rlrun.trust_region import (
     categorical_kl,
     conjugate_gradient,

@@ -16,6 +16,7 @@ import torch
 
 from rlrun.algos.base import OnPolicyConfig
 from rlrun.checks import check, positive
+from rlrun.losses import approx_kl, clipped_value_loss, explained_variance, normalize_advantages
 from rlrun.networks import ActorCritic, flatten_parameters
 
 
@@ -70,51 +71,13 @@ def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip: float
     return -torch.minimum(unclipped, clipped).mean()
 
 
-def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
-                       clip: float | None) -> torch.Tensor:
-    """PPO's value loss, optionally clipped around the values at collection time:
 
-        L_V = 1/2 E[ max( (V - R)^2, (V_old + clip(V - V_old, -eps, eps) - R)^2 ) ]
-
-    With ``clip=None`` it is the plain 1/2 E[(V - R)^2]. The 1/2 is openai/baselines ppo2's and CleanRL's;
-    Stable-Baselines3's PPO has no 1/2, so its ``vf_coef`` 0.5 is rlrun's 1.0.
-    """
-    loss = (values - returns).pow(2)  # [B]
-    if clip is not None:
-        v_clipped = old_values + (values - old_values).clamp(-clip, clip)
-        loss = torch.maximum(loss, (v_clipped - returns).pow(2))
-    return 0.5 * loss.mean()
-
-
-def value_loss(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
-    """The critic's regression loss, the mean squared error
-
-        L_V = E[ (V(s_t) - R_t)^2 ]
-
-    as openai/baselines' a2c and trpo_mpi, Stable-Baselines3 and Spinning Up write it (no 1/2: with
-    ``vf_coef`` 0.5 A2C's critic term is 0.5 E[(V - R)^2]; PPO's :func:`clipped_value_loss` has the 1/2).
-    """
-    return (values - returns).pow(2).mean()
-
-
-def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
-    """KL(pi_old || pi) estimated from samples of pi_old: E[(r - 1) - log r] (Schulman's k3, always >= 0)."""
-    return ((log_ratio.exp() - 1.0) - log_ratio).mean()
 
 
 def clip_fraction(ratio: torch.Tensor, clip: float) -> torch.Tensor:
     """Fraction of samples whose ratio lies outside [1 - eps, 1 + eps], where the clipped objective has no gradient."""
     return ((ratio - 1.0).abs() > clip).float().mean()
 
-
-def normalize_advantages(advantages: torch.Tensor) -> torch.Tensor:
-    """(A - mean(A)) / (std(A) + 1e-8): advantages with mean 0 and standard deviation 1.
-
-    A single sample has no spread: it normalises to 0 (its std would be NaN and poison every parameter).
-    """
-    if advantages.numel() < 2:
-        return advantages - advantages.mean()
-    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
 
 def mean_over_steps(fn: Callable[[torch.Tensor], torch.Tensor], per_step: list[torch.Tensor]) -> torch.Tensor:
@@ -160,11 +123,6 @@ def adam_step(optimizer: torch.optim.Adam) -> None:
                        lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"],
                        amsgrad=False, maximize=False)
 
-
-def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 - Var[target - pred] / Var[target]: 1 is a perfect critic, 0 no better than a constant."""
-    var = target.var()
-    return torch.where(var > 0, 1.0 - (target - pred).var() / var, torch.full_like(var, float("nan")))
 
 
 class LossTerms(NamedTuple):

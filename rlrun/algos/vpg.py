@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from rlrun.algos.base import OnPolicyConfig
-from rlrun.algos.ppo import approx_kl, explained_variance, normalize_advantages, value_loss
 from rlrun.checks import ConfigError, check, choice, positive
+from rlrun.losses import approx_kl, explained_variance, normalize_advantages, value_loss
 from rlrun.networks import ActorCritic
 from rlrun.returns import discount_weights, episode_return, episode_steps, reward_to_go
 
