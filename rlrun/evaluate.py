@@ -2,7 +2,7 @@
 
 The scored episodes run exactly as training's periodic evaluation does: the env and agent come from
 :func:`rlrun.train.build` with the run's own config, the observation statistics come from the
-checkpoint's env state (:func:`rlrun.train.wrap_env` shares them, frozen, with the evaluation env), and
+checkpoint's env state (:func:`rlrun.envs.wrappers.wrap` shares them, frozen, with the evaluation env), and
 :func:`rlrun.train.evaluate` plays the first episode of each env of the batch, reporting the raw game
 score. ``--video`` and ``--render human`` play extra episodes on one gymnasium env that can draw itself
 (:func:`make_rendered_env`), with the same observation preprocessing, so the scores never depend on
@@ -28,8 +28,9 @@ from rlrun.config import ConfigError, TrainConfig, load
 from rlrun.envs import resolve_backend
 from rlrun.envs.base import VecEnv
 from rlrun.envs.render import RenderError, has_display, make_rendered_env
+from rlrun.envs.wrappers import observation_statistics, wrap
 from rlrun.logger import write_json
-from rlrun.train import build, evaluate, find_obs_rms, resolve_device, seed_everything, wrap_env
+from rlrun.train import build, evaluate, resolve_device, seed_everything
 
 DEFAULT_SEED = 100_000
 """Env seed of the first episode (episode i gets seed + i): the same for every run, so runs and checkpoints are
@@ -117,8 +118,7 @@ def build_agent(cfg: TrainConfig, state: dict[str, Any], num_envs: int, device: 
         raise CheckpointError(f"{path} does not fit the config saved in it ({first}).") from None
     finally:
         env.close()
-    if hasattr(agent, "set_progress"):  # DQN's epsilon for --stochastic: the schedule's value at this step
-        agent.set_progress(min(1.0, int(state["step"]) / cfg.total_steps))
+    agent.set_progress(min(1.0, int(state["step"]) / cfg.total_steps))  # DQN's epsilon for --stochastic
     return eval_env, agent
 
 
@@ -218,7 +218,7 @@ def _shown_env(cfg: TrainConfig, eval_env: VecEnv, mode: str, device: torch.devi
             f"The rendering env for {cfg.env.id} does not match the one the agent was trained on (observations "
             f"{got.shape} vs {expected.shape}, actions {env.single_action_space} vs {eval_env.single_action_space}); "
             "evaluate without --video / --render.")
-    return wrap_env(env, cfg.algo, training=False, obs_rms=find_obs_rms(eval_env))
+    return wrap(env, cfg.algo.env_switches(), training=False, obs_rms=observation_statistics(eval_env))
 
 
 def format_result(result: dict[str, Any]) -> str:

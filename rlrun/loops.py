@@ -1,6 +1,6 @@
 """Training loops: they own the data flow (collect -> targets -> update -> log); algorithms own the update.
 
-A loop talks to the run through five members (see :class:`RunHooks`), so the same loop serves
+A loop talks to the run through six members (see :class:`RunHooks`), so the same loop serves
 training from scratch, resumed training and tests.
 """
 
@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 import torch
 
+from rlrun.algos.base import OffPolicy, OnPolicy
+from rlrun.buffers import ReplayBuffer
 from rlrun.envs.base import VecEnv
 from rlrun.returns import gae
 
@@ -27,6 +29,11 @@ class RunHooks(Protocol):
 
     def message(self, text: str) -> None:
         """Tell the user something about the run (console and train.log)."""
+
+    def keep(self, name: str, data: Any) -> bool:
+        """Checkpoint the loop's ``data`` (anything with ``state_dict``/``load_state_dict``: the replay buffer)
+        under ``name`` when ``checkpoint.replay`` says so, and restore it now from the checkpoint the run resumed
+        from, if that holds it. True if it was restored."""
 
 
 class RolloutBuffer:
@@ -69,7 +76,7 @@ class RolloutBuffer:
         }
 
 
-def run_on_policy(agent, env: VecEnv, obs: torch.Tensor, run: RunHooks) -> torch.Tensor:
+def run_on_policy(agent: OnPolicy, env: VecEnv, obs: torch.Tensor, run: RunHooks) -> torch.Tensor:
     """Collect ``num_steps`` from every env, compute GAE targets, update; repeat until the run says stop.
 
     A truncated episode (time limit) bootstraps from V(final observation): the env layer hands
@@ -81,10 +88,8 @@ def run_on_policy(agent, env: VecEnv, obs: torch.Tensor, run: RunHooks) -> torch
     buffer = RolloutBuffer(cfg.num_steps, env)
     batch_steps = cfg.num_steps * env.num_envs
     stop = run.step >= run.total_steps
-    targets = getattr(agent, "targets", None)  # buffer -> batch, where an algorithm has its own (VPG: reward-to-go)
-    whole_episodes = getattr(agent, "whole_episodes", False)  # every batch starts from freshly reset envs
     while not stop:
-        if whole_episodes:
+        if agent.whole_episodes:  # every batch starts from freshly reset envs
             obs = env.reset()
         schedule = agent.set_progress(run.step / run.total_steps)
         for t in range(cfg.num_steps):
@@ -94,32 +99,52 @@ def run_on_policy(agent, env: VecEnv, obs: torch.Tensor, run: RunHooks) -> torch
             run.record_episodes(info)
             obs = next_obs
         run.step += batch_steps
-        if targets is None:
-            batch = buffer.compute(agent.policy.value, cfg.gamma, cfg.gae_lambda)
-        else:
-            batch = targets(buffer)
-        metrics = agent.update(batch)
+        metrics = agent.update(agent.targets(buffer))
         stop = run.end_iteration({**metrics, **schedule})
     return obs
 
 
-def run_off_policy(agent, env: VecEnv, obs: torch.Tensor, run: RunHooks) -> torch.Tensor:
-    """Act, store, sample, update, log: the DQN family's loop.
+def make_replay(cfg: Any, env: VecEnv) -> ReplayBuffer:
+    """The off-policy loop's replay buffer for the algorithm config ``cfg`` (buffer_size, n_step, gamma and the
+    PER settings); ``replay=false`` keeps only the few newest rows that n-step returns and frame stacks need."""
+    space, num_envs = env.single_observation_space, env.num_envs
+    stack = space.shape[0] if len(space.shape) == 3 else 1
+    minimum = num_envs * (cfg.n_step + stack + 1)
+    capacity = max(cfg.buffer_size, minimum) if cfg.replay else minimum
+    return ReplayBuffer(capacity, num_envs, space, env.device, cfg.n_step, cfg.gamma, cfg.prioritized and cfg.replay,
+                        cfg.per_alpha, cfg.per_eps)
 
-    Every env step goes into the agent's replay buffer (n-step returns are built there, at
-    insertion). After ``learning_starts`` env steps, every ``train_frequency`` env steps (all envs
-    together) run ``gradient_steps`` updates on sampled batches (with prioritized replay the batch
-    comes back with new priorities), then the target network is updated as due. One vector step
-    of ``num_envs > train_frequency`` envs is several training phases, so the number of updates
-    per env step never depends on ``num_envs``; ``charts/gradient_steps`` logs the count. A run
-    resumed without its replay buffer collects ``learning_starts`` transitions again before its
-    next update. The run is told about an iteration every ``log_every`` env steps. Returns the
-    last observation.
+
+def per_beta(start: float, fraction: float) -> float:
+    """The importance-sampling exponent of prioritized replay, annealed linearly from ``start`` to 1 over training
+    (Schaul et al. 2016): beta = start + (1 - start) * fraction."""
+    return start + (1.0 - start) * min(1.0, fraction)
+
+
+def schedules(agent: OffPolicy, replay: ReplayBuffer, fraction: float) -> tuple[dict[str, float], float]:
+    """Set the agent's schedules (epsilon) for ``fraction`` of training; the values to log, and PER's beta."""
+    beta = per_beta(agent.cfg.per_beta, fraction)
+    return {**agent.set_progress(fraction), **({"charts/beta": beta} if replay.prioritized else {})}, beta
+
+
+def run_off_policy(agent: OffPolicy, env: VecEnv, obs: torch.Tensor, run: RunHooks) -> torch.Tensor:
+    """Act, store, sample, update, log: the DQN family's loop, which owns the replay buffer.
+
+    Every env step goes into the replay buffer (n-step returns are built there, at insertion).
+    After ``learning_starts`` env steps, every ``train_frequency`` env steps (all envs together) run
+    ``gradient_steps`` updates on sampled batches (with ``replay=false``, the newest transitions); with
+    prioritized replay each sample's new priority comes from the error the update returns. Then the
+    target network is updated as due. One vector step of ``num_envs > train_frequency`` envs is several
+    training phases, so the number of updates per env step never depends on ``num_envs``;
+    ``charts/gradient_steps`` logs the count. The buffer goes into checkpoints with
+    ``checkpoint.replay=true``; a run resumed without it collects ``learning_starts`` transitions again
+    before its next update. The run is told about an iteration every ``log_every`` env steps. Returns
+    the last observation.
     """
     cfg = agent.cfg
-    replay = agent.make_replay(env.num_envs)
+    replay = make_replay(cfg, env)
     train_from = cfg.learning_starts
-    if run.step > 0 and len(replay) == 0:  # resumed without its replay: refill before learning from it
+    if not run.keep("replay", replay) and run.step > 0:  # resumed without its replay: refill before learning
         train_from = run.step + cfg.learning_starts
         run.message(f"resumed at step {run.step:,} without the replay buffer (checkpoint.replay=false): collecting "
                     f"{cfg.learning_starts:,} transitions (algo.learning_starts) before the next update")
@@ -128,7 +153,7 @@ def run_off_policy(agent, env: VecEnv, obs: torch.Tensor, run: RunHooks) -> torc
     metrics: dict[str, Any] = {}
     last_log, last_train = run.step, run.step
     stop = run.step >= run.total_steps
-    schedule = agent.set_progress(run.step / run.total_steps)
+    schedule, beta = schedules(agent, replay, run.step / run.total_steps)
     while not stop:
         action, _ = agent.policy.act(obs)
         next_obs, reward, terminated, truncated, info = env.step(action)
@@ -142,18 +167,17 @@ def run_off_policy(agent, env: VecEnv, obs: torch.Tensor, run: RunHooks) -> torc
             phases = (run.step - last_train) // cfg.train_frequency
             last_train += phases * cfg.train_frequency
             for _ in range(phases * cfg.gradient_steps):
-                batch = agent.sample()
-                metrics = agent.update(batch)
-                if "priorities" in batch:
-                    replay.update_priorities(batch["indices"], batch["priorities"])
+                batch = replay.sample(cfg.batch_size, beta) if cfg.replay else replay.latest()
+                metrics, errors = agent.update(batch)
+                if replay.prioritized:
+                    replay.update_priorities(batch["indices"], errors)
                 agent.update_target(run.step)
         if run.step - last_log >= cfg.log_every or run.step >= run.total_steps:
             last_log = run.step
-            metrics["charts/gradient_steps"] = agent.gradient_steps_done
-            stop = run.end_iteration({**metrics, **schedule})
-            schedule = agent.set_progress(run.step / run.total_steps)
+            stop = run.end_iteration({**metrics, **schedule, "charts/gradient_steps": agent.gradient_steps_done})
+            schedule, beta = schedules(agent, replay, run.step / run.total_steps)
         elif run.step % 64 < n:  # epsilon and beta follow the step closely between logged iterations
-            schedule = agent.set_progress(run.step / run.total_steps)
+            schedule, beta = schedules(agent, replay, run.step / run.total_steps)
     return obs
 
 

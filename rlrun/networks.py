@@ -265,7 +265,7 @@ class ActorCritic(nn.Module):
     """Policy pi(a|s) and value V(s) for discrete (categorical) or continuous (diagonal Gaussian) actions.
 
     Vector observations get two separate MLPs (actor, critic); image observations share one
-    Nature CNN trunk with two linear heads. Output layers are scaled as in the PPO literature:
+    Nature CNN trunk with two linear heads (``shared_trunk``; a subclass may share an MLP trunk the same way). Output layers are scaled as in the PPO literature:
     0.01 for the policy, 1.0 for the value.
     """
 
@@ -282,8 +282,8 @@ class ActorCritic(nn.Module):
         else:
             raise ValueError(f"actor-critic heads support Discrete or 1-D Box actions, not {action_space}")
         obs_shape = observation_space.shape
-        self.image = len(obs_shape) == 3
-        if self.image:
+        self.shared_trunk = len(obs_shape) == 3  # one trunk (the CNN) feeding two linear heads
+        if self.shared_trunk:
             self.trunk: nn.Module = NatureCNN(obs_shape[0], ortho_init)
             self.actor = layer_init(nn.Linear(self.trunk.out_dim, act_dim), 0.01, ortho_init)
             self.critic = layer_init(nn.Linear(self.trunk.out_dim, 1), 1.0, ortho_init)
@@ -301,15 +301,25 @@ class ActorCritic(nn.Module):
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(s): obs [B, ...] -> [B]."""
-        if self.image:
+        if self.shared_trunk:
             return self.critic(self.trunk(obs)).squeeze(-1)
         return MLP.parallel(self._mlp_input(obs), self.critic)[0].squeeze(-1)
 
     def policy_params(self, obs: torch.Tensor) -> torch.Tensor:
         """Logits [B, A] (discrete) or Gaussian means [B, A] (continuous)."""
-        if self.image:
+        if self.shared_trunk:
             return self.actor(self.trunk(obs))
         return MLP.parallel(self._mlp_input(obs), self.actor)[0]
+
+    def policy_params_autograd(self, obs: torch.Tensor) -> torch.Tensor:
+        """:meth:`policy_params` through plain autograd ops, each layer a module call.
+
+        :class:`MLP` runs as one autograd node whose backward pass is written out: right for first derivatives,
+        but not differentiable twice. Fisher-vector products (NPG, TRPO) need this path.
+        """
+        if self.shared_trunk:
+            return self.actor(self.trunk(obs))
+        return nn.Sequential.forward(self.actor, self._mlp_input(obs))
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -323,7 +333,7 @@ class ActorCritic(nn.Module):
 
     def heads(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Policy parameters [B, A] and V(s) [B] with gradients, from one pass over obs [B, ...]."""
-        if self.image:  # one shared trunk pass for both heads
+        if self.shared_trunk:  # one trunk pass for both heads
             features = self.trunk(obs)
             return self.actor(features), self.critic(features).squeeze(-1)
         params, value = MLP.parallel(self._mlp_input(obs), self.actor, self.critic)  # one autograd node

@@ -24,13 +24,14 @@ from rlrun import checkpoint, resources
 from rlrun.algos import ALGOS
 from rlrun.config import ConfigError, EnvConfig, TrainConfig, flatten, load, to_dict
 from rlrun.envs import VecEnv, is_ale_id, make_vec_env
-from rlrun.envs.wrappers import ClipObservation, ClipReward, NormalizeObservation, RunningMeanStd, ScaleReward
+from rlrun.envs.wrappers import observation_statistics, wrap
 from rlrun.interrupt import Interrupted, StopSignals
 from rlrun.logger import Logger, write_json
 from rlrun.loops import LOOPS
 from rlrun.resources import ResourceError
 
 TRAIN_SEEDS, EVAL_SEEDS = 0, 1  # the purpose key of env_seed()
+LOOP_DATA = ("replay",)  # checkpoint keys that hold a loop's data (Run.keep)
 
 
 class TrainingDiverged(RuntimeError):
@@ -77,31 +78,6 @@ def reward_threshold(env_cfg: EnvConfig) -> float | None:
         return gym.spec(env_cfg.id).reward_threshold
     except Exception:
         return None
-
-
-def wrap_env(env: VecEnv, algo_cfg: Any, training: bool, obs_rms: RunningMeanStd | None = None) -> VecEnv:
-    """Apply the algorithm's observation and reward switches (Engstrom et al. 2020).
-
-    Evaluation envs share the training observation statistics (frozen) and get the raw reward.
-    """
-    if getattr(algo_cfg, "norm_obs", False):
-        env = NormalizeObservation(env, clip=algo_cfg.clip_obs, rms=obs_rms, update=training)
-    elif getattr(algo_cfg, "clip_obs", None):
-        env = ClipObservation(env, algo_cfg.clip_obs)
-    if training and getattr(algo_cfg, "norm_reward", False):
-        env = ScaleReward(env, algo_cfg.gamma)
-    if training and getattr(algo_cfg, "clip_reward", None):
-        env = ClipReward(env, algo_cfg.clip_reward)
-    return env
-
-
-def find_obs_rms(env: VecEnv) -> RunningMeanStd | None:
-    while True:
-        if isinstance(env, NormalizeObservation):
-            return env.rms
-        if not hasattr(env, "env"):
-            return None
-        env = env.env
 
 
 def seed_everything(seed: int) -> None:
@@ -185,6 +161,8 @@ class Run:
         self.eval_seconds = 0.0
         self.t0 = self.last_ckpt_time = time.perf_counter()
         self._episodes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.kept: dict[str, Any] = {}  # the loop's data that goes into checkpoints (keep())
+        self.resumed_data = {k: v for k, v in state.items() if k in LOOP_DATA and v is not None}
 
     # --------------------------------------------------------------- clocks
     def train_seconds(self) -> float:
@@ -208,6 +186,16 @@ class Run:
 
     def message(self, text: str) -> None:
         self.logger.message(text)
+
+    def keep(self, name: str, data: Any) -> bool:
+        """See :meth:`rlrun.loops.RunHooks.keep`: the loop's data (the replay buffer) is checkpointed with
+        ``checkpoint.replay=true``, and restored from the checkpoint this run resumed from if that holds it."""
+        if self.cfg.checkpoint.replay:
+            self.kept[name] = data
+        saved = self.resumed_data.pop(name, None)  # loaded once, then let go (a replay buffer can be GBs)
+        if saved is not None:
+            data.load_state_dict(saved)
+        return saved is not None
 
     def end_iteration(self, metrics: dict[str, Any]) -> bool:
         if self._episodes:
@@ -265,11 +253,10 @@ class Run:
             "steps_to_threshold": self.steps_to_threshold, "seconds_to_threshold": self.seconds_to_threshold,
             "eval_count": self.eval_count, "torch_rng": torch.get_rng_state(), "segments": self.segments(),
         }
-        device = getattr(self.agent, "device", torch.device("cpu"))
-        if device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(device)
-        if self.cfg.checkpoint.replay and hasattr(self.agent, "replay_state_dict"):
-            state["replay"] = self.agent.replay_state_dict()
+        if self.agent.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.agent.device)
+        for name, data in self.kept.items():
+            state[name] = data.state_dict()
         with self.signals.deferred():  # a signal waits for the write: the run stops with this checkpoint saved
             path = checkpoint.save(state, checkpoint.path_for(self.run_dir, self.step))
             checkpoint.prune(self.run_dir, self.cfg.checkpoint.keep)
@@ -300,19 +287,19 @@ def build(cfg: TrainConfig, device: torch.device):
         space = env.single_action_space
         if not isinstance(space, (gym.spaces.Discrete, gym.spaces.Box)):
             raise ConfigError(f"algo={cfg.algo.name} needs a Discrete or Box action space; {cfg.env.id} has {space}.")
-        accepted = getattr(algo_cls, "action_spaces", (gym.spaces.Discrete, gym.spaces.Box))
+        accepted = algo_cls.action_spaces
         if not isinstance(space, accepted):
-            others = sorted(n for n, a in ALGOS.items()
-                            if isinstance(space, getattr(a, "action_spaces", (gym.spaces.Discrete, gym.spaces.Box))))
+            others = sorted(n for n, a in ALGOS.items() if isinstance(space, a.action_spaces))
             raise ConfigError(f"algo={cfg.algo.name} needs a {' or '.join(c.__name__ for c in accepted)} action space, "
                               f"but {cfg.env.id} has {space}: use an algorithm that accepts it ({', '.join(others)}).")
-        if getattr(cfg.algo, "norm_obs", False) and env.single_observation_space.dtype == np.uint8:
+        switches = cfg.algo.env_switches()
+        if switches.norm_obs and env.single_observation_space.dtype == np.uint8:
             raise ConfigError(
                 f"algo.norm_obs=true normalises vector observations, but {cfg.env.id} gives uint8 images "
                 "(the CNN scales them by 1/255 itself): set algo.norm_obs=false.")
-        env = wrap_env(env, cfg.algo, training=True)
+        env = wrap(env, switches, training=True)
         eval_env = make_vec_env(cfg.env, cfg.eval.episodes, device, training=False)
-        eval_env = wrap_env(eval_env, cfg.algo, training=False, obs_rms=find_obs_rms(env))
+        eval_env = wrap(eval_env, switches, training=False, obs_rms=observation_statistics(env))
         agent = algo_cls(cfg.algo, env.single_observation_space, space, device)
     except BaseException:
         env.close()
@@ -386,8 +373,6 @@ def train(cfg: DictConfig | TrainConfig | dict, signals: StopSignals | None = No
             torch.set_rng_state(state["torch_rng"].cpu())  # loaded onto the training device with the rest
             if state.get("cuda_rng") is not None and device.type == "cuda":
                 torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-            if state.get("replay") is not None:
-                agent.load_replay_state_dict(state["replay"])
         logger = Logger(run_dir, purge_step=state["step"] + 1 if state else None, progress=cfg.progress,
                         total_steps=cfg.total_steps, start_step=state["step"] if state else 0,
                         description=f"{cfg.algo.name} {cfg.env.name}")

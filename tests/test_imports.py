@@ -20,10 +20,20 @@ def module_names() -> list[str]:
     return names
 
 
+def runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` except those under ``if TYPE_CHECKING:`` (imports for type hints never run)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            continue
+        yield node
+        yield from runtime_nodes(node)
+
+
 def imports(path: Path) -> list[tuple[str, list[str]]]:
-    """(module, names) for every import of an rlrun module in ``path``, at any depth (late imports included)."""
+    """(module, names) for every import of an rlrun module in ``path`` that runs, at any depth (late imports
+    inside functions included)."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found += [(alias.name, []) for alias in node.names if alias.name.startswith("rlrun")]
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rlrun"):

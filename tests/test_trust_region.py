@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from rlrun.algos.npg import NPG, NPGConfig
-from rlrun.algos.vpg import policy_params_autograd
 from rlrun.trust_region import (
     backtracking_line_search,
     categorical_kl,
@@ -62,7 +61,7 @@ def _explicit_fisher_categorical(agent: NPG, obs: torch.Tensor) -> torch.Tensor:
     params = agent.actor_params
     fisher = 0.0
     for s in obs:
-        logp = policy_params_autograd(agent.policy, s[None]).log_softmax(-1)[0]  # [A]
+        logp = agent.policy.policy_params_autograd(s[None]).log_softmax(-1)[0]  # [A]
         for a in range(logp.shape[0]):
             g = flat_grad(logp[a], params, retain_graph=True)
             fisher = fisher + logp[a].exp().detach() * torch.outer(g, g)
@@ -76,7 +75,7 @@ def _explicit_fisher_gaussian(agent: NPG, obs: torch.Tensor) -> torch.Tensor:
     fisher = 0.0
     inv_var = (-2.0 * agent.policy.log_std.detach()).exp()
     for s in obs:
-        mean = policy_params_autograd(agent.policy, s[None])[0]  # [A]
+        mean = agent.policy.policy_params_autograd(s[None])[0]  # [A]
         jac = torch.stack([flat_grad(mean[i], params, retain_graph=True) for i in range(mean.shape[0])])  # [A, P]
         fisher = fisher + jac.T @ torch.diag(inv_var) @ jac
     fisher = fisher / obs.shape[0]
@@ -94,12 +93,12 @@ def test_fisher_vector_product_equals_the_explicit_fisher_matrix_times_v(kind):
     obs = torch.randn(6, 3)
     explicit = (_explicit_fisher_categorical if kind == "discrete" else _explicit_fisher_gaussian)(agent, obs)
     old = agent.snapshot(obs)
-    fvp = fisher_vector_product(lambda: agent.mean_kl(old, policy_params_autograd(agent.policy, obs)),
+    fvp = fisher_vector_product(lambda: agent.mean_kl(old, agent.policy.policy_params_autograd(obs)),
                                 agent.actor_params, damping=0.0)
     for seed in range(3):
         v = torch.randn(explicit.shape[0], generator=torch.Generator().manual_seed(seed))
         torch.testing.assert_close(fvp(v), explicit @ v, rtol=1e-4, atol=1e-5)
-    damped = fisher_vector_product(lambda: agent.mean_kl(old, policy_params_autograd(agent.policy, obs)),
+    damped = fisher_vector_product(lambda: agent.mean_kl(old, agent.policy.policy_params_autograd(obs)),
                                    agent.actor_params, damping=0.1)
     torch.testing.assert_close(damped(v), explicit @ v + 0.1 * v, rtol=1e-4, atol=1e-5)
 

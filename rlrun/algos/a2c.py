@@ -20,8 +20,7 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from rlrun.algos.base import OnPolicyConfig
-from rlrun.algos.vpg import PolicyGradient
+from rlrun.algos.base import OnPolicyConfig, PolicyGradient
 from rlrun.checks import check, choice, unit
 from rlrun.losses import explained_variance, normalize_advantages, value_loss
 from rlrun.networks import ACTIVATIONS, ActorCritic, layer_init, mlp
@@ -62,7 +61,7 @@ class SharedActorCritic(ActorCritic):
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, hidden_sizes: list[int],
                  activation: str = "tanh", ortho_init: bool = True, log_std_init: float = 0.0):
         super().__init__(observation_space, action_space, hidden_sizes, activation, ortho_init, log_std_init)
-        if self.image:
+        if self.shared_trunk:
             return  # images already share the CNN trunk
         obs_dim = int(math.prod(observation_space.shape))
         act_dim = self.actor[-1].out_features
@@ -71,7 +70,7 @@ class SharedActorCritic(ActorCritic):
                                    ACTIVATIONS[activation]())
         self.actor = layer_init(nn.Linear(hidden_sizes[-1], act_dim), 0.01, ortho_init)
         self.critic = layer_init(nn.Linear(hidden_sizes[-1], 1), 1.0, ortho_init)
-        self.image = True  # ActorCritic's "one trunk, two heads" path
+        self.shared_trunk = True
 
 
 class A2C(PolicyGradient):

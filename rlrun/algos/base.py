@@ -1,14 +1,106 @@
-"""What every on-policy algorithm shares: the rollout settings and the env details around it."""
+"""What the loops, ``train`` and ``rlrun eval`` may use of an algorithm, and the parts the on-policy family shares.
+
+The interface is declared here and nowhere else: :class:`Algorithm` is what every algorithm offers,
+:class:`OnPolicy` and :class:`OffPolicy` what each family's loop (:mod:`rlrun.loops`) calls on top. Nothing
+outside an algorithm's module uses a member that is not listed here. A search-based family (AlphaZero) will
+add a third protocol beside these two.
+
+An algorithm owns its networks, its optimisers and its update; the loops own the data (rollout storage,
+the replay buffer) and hand it over as batches.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, ClassVar, NamedTuple, Optional, Protocol, runtime_checkable
 
-from rlrun.checks import check, choice, positive, unit
-from rlrun.networks import ACTIVATIONS
+import gymnasium as gym
+import torch
+from torch import nn
+
+from rlrun.checks import ConfigError, check, choice, positive, unit
+from rlrun.envs.wrappers import EnvSwitches
+from rlrun.losses import value_loss
+from rlrun.networks import ACTIVATIONS, ActorCritic
 
 
+# ----------------------------------------------------------------- the interface
+@runtime_checkable
+class Policy(Protocol):
+    """What acts in the env: training's collection, evaluation and ``rlrun eval``."""
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Actions [N, ...] for observations [N, ...], and their log-probabilities [N] (zeros where none)."""
+
+
+@runtime_checkable
+class AlgorithmConfig(Protocol):
+    name: str
+    gamma: float
+
+    def env_switches(self) -> EnvSwitches:
+        """The observation and reward wrappers this config turns on (Engstrom et al. 2020's switches)."""
+
+
+@runtime_checkable
+class Algorithm(Protocol):
+    """What every algorithm offers ``train``, the loops and ``rlrun eval``."""
+
+    Config: ClassVar[type]
+    """The config dataclass (``algo=<name>`` is built into it)."""
+    loop: ClassVar[str]
+    """The loop that trains it: a key of :data:`rlrun.loops.LOOPS`."""
+    action_spaces: ClassVar[tuple[type[gym.Space], ...]]
+    """The action spaces it can act in."""
+    cfg: Any
+    device: torch.device
+    policy: Policy
+
+    def set_progress(self, fraction: float) -> dict[str, float]:
+        """Set the schedules (learning rate, clip range, epsilon, ...) for ``fraction`` of training done; returns
+        the values to log."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class OnPolicy(Algorithm, Protocol):
+    """The policy-gradient family, trained by :func:`rlrun.loops.run_on_policy`."""
+
+    whole_episodes: bool
+    """Every batch starts from freshly reset envs (VPG with whole-episode batches)."""
+
+    def targets(self, buffer: Any) -> dict[str, torch.Tensor]:
+        """A collected rollout (:class:`rlrun.loops.RolloutBuffer`) -> the batch :meth:`update` takes."""
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """One iteration's update; returns the metrics to log (``losses/...``)."""
+
+
+class OffPolicyUpdate(NamedTuple):
+    """What one off-policy gradient step returns: the metrics to log, and each sample's error [B] (the
+    replay's new priorities, when it has them)."""
+
+    metrics: dict[str, torch.Tensor]
+    errors: torch.Tensor
+
+
+@runtime_checkable
+class OffPolicy(Algorithm, Protocol):
+    """The DQN family, trained by :func:`rlrun.loops.run_off_policy` (which owns the replay buffer)."""
+
+    gradient_steps_done: int
+
+    def update(self, batch: dict[str, torch.Tensor]) -> OffPolicyUpdate:
+        """One gradient step on a replay batch."""
+
+    def update_target(self, step: int) -> None:
+        """Update the target network if one is due at env step ``step``."""
+
+
+# ----------------------------------------------------------------- what the on-policy family shares
 @dataclass
 class OnPolicyConfig:
     """Rollout, network and Engstrom et al. (2020) env-side switches shared by the policy-gradient family."""
@@ -61,3 +153,109 @@ class OnPolicyConfig:
             positive("algo.clip_obs", self.clip_obs)
         if self.clip_reward is not None:
             positive("algo.clip_reward", self.clip_reward)
+
+    def env_switches(self) -> EnvSwitches:
+        return EnvSwitches(self.norm_obs, self.clip_obs, self.norm_reward, self.clip_reward, self.gamma)
+
+
+class OnPolicyAlgorithm:
+    """The defaults of the on-policy family: GAE targets from the rollout, batches that run on across resets."""
+
+    loop: ClassVar[str] = "on_policy"
+    action_spaces: ClassVar[tuple[type[gym.Space], ...]] = (gym.spaces.Discrete, gym.spaces.Box)
+    whole_episodes = False
+    cfg: OnPolicyConfig
+    policy: ActorCritic
+
+    def targets(self, buffer: Any) -> dict[str, torch.Tensor]:
+        """GAE(lambda) advantages and returns of the rollout, flattened to [T * N, ...]."""
+        return buffer.compute(self.policy.value, self.cfg.gamma, self.cfg.gae_lambda)
+
+
+@dataclass
+class PolicyGradientConfig(OnPolicyConfig):
+    """Settings shared by vpg, npg and trpo: advantage normalisation and the critic's regression."""
+
+    name: str = "vpg"
+    norm_adv: bool = True
+    """Normalise the advantages of each batch to mean 0, std 1."""
+    vf_epochs: int = 5
+    """Critic regression: passes over each batch fitting V(s) to the return targets."""
+    vf_minibatch_size: int = 256
+    """Critic regression: transitions per gradient step."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.vf_epochs >= 1, "algo.vf_epochs", self.vf_epochs, "an integer >= 1")
+        check(self.vf_minibatch_size >= 1, "algo.vf_minibatch_size", self.vf_minibatch_size, "an integer >= 1")
+
+
+class PolicyGradient(OnPolicyAlgorithm):
+    """The policy-gradient family's common part; subclasses add ``update(batch)``."""
+
+    def __init__(self, cfg: OnPolicyConfig, observation_space: gym.Space, action_space: gym.Space,
+                 device: torch.device):
+        self.cfg, self.device = cfg, device
+        try:
+            self.policy = self.build_policy(observation_space, action_space).to(device)
+        except ValueError as exc:
+            raise ConfigError(f"algo={cfg.name} has categorical (Discrete) and diagonal Gaussian (1-D Box) "
+                              f"policy heads; this env's action space is {action_space}.") from exc
+        self.critic_params = list(self.policy.critic.parameters())
+        critic_ids = {id(p) for p in self.critic_params}
+        self.actor_params = [p for p in self.policy.parameters() if id(p) not in critic_ids]
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    def build_policy(self, observation_space: gym.Space, action_space: gym.Space) -> ActorCritic:
+        cfg = self.cfg
+        return ActorCritic(observation_space, action_space, cfg.hidden_sizes, cfg.activation, cfg.ortho_init,
+                           cfg.log_std_init)
+
+    def add_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
+        for group in optimizer.param_groups:
+            group["initial_lr"] = group["lr"]
+        self.optimizers[name] = optimizer
+
+    def set_progress(self, fraction: float) -> dict[str, float]:
+        """Anneal every optimiser's learning rate linearly to 0 over training (``anneal_lr``)."""
+        scale = 1.0 - fraction if self.cfg.anneal_lr else 1.0
+        out = {}
+        for name, optimizer in self.optimizers.items():
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * scale
+            out[f"charts/learning_rate{'' if name == 'policy' else '_' + name}"] = optimizer.param_groups[0]["lr"]
+        return out
+
+    def gradient_step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, params: list[torch.Tensor]) -> None:
+        """zero_grad, backward, global gradient clipping (max_grad_norm), optimiser step."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        optimizer.step()
+
+    def fit_critic(self, obs: torch.Tensor, targets: torch.Tensor, epochs: int, minibatch_size: int) -> torch.Tensor:
+        """Critic regression: ``epochs`` passes of shuffled minibatch steps on E[(V(s) - target)^2]; mean loss.
+
+        The mean squared error of Spinning Up's VPG, baselines' trpo_mpi and SB3-contrib's TRPO.
+        """
+        size = obs.shape[0]
+        mb = min(minibatch_size, size)
+        losses = []
+        for _ in range(epochs):
+            order = torch.randperm(size, device=obs.device)
+            for start in range(0, size, mb):
+                idx = order[start:start + mb]
+                loss = value_loss(self.policy.value(obs[idx]), targets[idx])
+                self.gradient_step(self.optimizers["critic"], loss, self.critic_params)
+                losses.append(loss.detach())
+        return torch.stack(losses).mean()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy.state_dict(),
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])

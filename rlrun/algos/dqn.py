@@ -18,9 +18,10 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from rlrun.buffers import ReplayBuffer
+from rlrun.algos.base import OffPolicyUpdate
 from rlrun.checks import ConfigError, check, choice, positive, unit
 from rlrun.distributional import categorical_projection, categorical_projection_dense
+from rlrun.envs.wrappers import EnvSwitches
 from rlrun.networks import QNetwork
 
 
@@ -135,6 +136,10 @@ class DQNConfig:
                 "stored transitions to learn from, and without replay every update uses the newest transitions. "
                 "Set algo.replay=true, or algo.prioritized=false for the naive online update.")
 
+    def env_switches(self) -> EnvSwitches:
+        """DQN takes the env as it is (Atari's reward clipping is the env's own ``env.clip_rewards``)."""
+        return EnvSwitches(gamma=self.gamma)
+
     @property
     def epsilon_range(self) -> tuple[float, float]:
         """(start, end) of the epsilon schedule: unset values are 1.0 -> 0.05, or 0 -> 0 with noisy nets."""
@@ -213,7 +218,11 @@ class QPolicy(nn.Module):
 
 
 class DQN:
-    """Owns the online and target Q-networks, the optimiser and the update; ``update(batch)`` is one training phase."""
+    """Owns the online and target Q-networks, the optimiser and the update; ``update(batch)`` is one gradient step.
+
+    The replay buffer is the off-policy loop's (:func:`rlrun.loops.run_off_policy`), which samples it and hands
+    the batches in.
+    """
 
     Config = DQNConfig
     loop = "off_policy"  # rlrun.loops.LOOPS: act, store, sample, update, log
@@ -221,7 +230,7 @@ class DQN:
 
     def __init__(self, cfg: DQNConfig, observation_space: gym.Space, action_space: gym.Space,
                  device: torch.device):
-        self.cfg, self.device, self.observation_space = cfg, device, observation_space
+        self.cfg, self.device = cfg, device
         atoms = cfg.atoms if cfg.distributional else 1
         net = QNetwork(observation_space, int(action_space.n), cfg.hidden_sizes, cfg.dueling, cfg.noisy, atoms,
                        cfg.sigma_0)
@@ -231,42 +240,15 @@ class DQN:
         self.target = copy.deepcopy(net).requires_grad_(False) if cfg.target_network else None
         fused = device.type in ("cpu", "cuda")  # one kernel for all parameters instead of a few per tensor
         self.optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=fused)
-        self.beta = cfg.per_beta
         self.gradient_steps_done = 0
         self.last_target_update = 0
-        self.replay: ReplayBuffer | None = None
-        self._replay_state: dict[str, Any] | None = None
 
-    # ----------------------------------------------------------------- data
-    def make_replay(self, num_envs: int) -> ReplayBuffer:
-        """The replay buffer (restored from a checkpoint when one was loaded); replay=false keeps a few rows only."""
-        cfg = self.cfg
-        if self.replay is None:
-            stack = self.observation_space.shape[0] if len(self.observation_space.shape) == 3 else 1
-            capacity = cfg.buffer_size if cfg.replay else num_envs * (cfg.n_step + stack + 1)
-            capacity = max(capacity, num_envs * (cfg.n_step + stack + 1))
-            self.replay = ReplayBuffer(capacity, num_envs, self.observation_space, self.device, cfg.n_step,
-                                       cfg.gamma, cfg.prioritized and cfg.replay, cfg.per_alpha, cfg.per_eps)
-            if self._replay_state is not None:
-                self.replay.load_state_dict(self._replay_state)
-                self._replay_state = None
-        return self.replay
-
-    def sample(self) -> dict[str, torch.Tensor]:
-        """A training batch: sampled from the replay, or the newest transitions (replay=false)."""
-        if not self.cfg.replay:
-            return self.replay.latest()
-        return self.replay.sample(self.cfg.batch_size, self.beta)
-
+    # ----------------------------------------------------------------- schedules
     def set_progress(self, fraction: float) -> dict[str, float]:
-        """Epsilon (linear decay) and PER beta (linear to 1) for the steps starting at ``fraction`` of training."""
+        """Epsilon (linear decay) for the steps starting at ``fraction`` of training (PER's beta is the loop's)."""
         start, end = self.cfg.epsilon_range
         self.policy.epsilon = linear_schedule(start, end, self.cfg.eps_fraction, fraction)
-        self.beta = self.cfg.per_beta + (1.0 - self.cfg.per_beta) * min(1.0, fraction)
-        out = {"charts/epsilon": self.policy.epsilon}
-        if self.cfg.prioritized:
-            out["charts/beta"] = self.beta
-        return out
+        return {"charts/epsilon": self.policy.epsilon}
 
     # ----------------------------------------------------------------- the update
     def _bootstrap_net(self) -> QNetwork:
@@ -301,8 +283,9 @@ class DQN:
         q = (chosen.detach().exp() * policy.support).sum(-1)  # [B]
         return (batch["weights"] * per_sample).mean(), per_sample.detach(), q.mean()
 
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One gradient step on ``batch``; with prioritized replay it puts the new priorities in ``batch["priorities"]``."""
+    def update(self, batch: dict[str, torch.Tensor]) -> OffPolicyUpdate:
+        """One gradient step on a replay ``batch``; returns the metrics and each sample's error (TD error, or the
+        C51 cross-entropy), from which prioritized replay takes its new priorities."""
         self.policy.net.reset_noise()
         loss, errors, q_mean = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -311,9 +294,7 @@ class DQN:
             nn.utils.clip_grad_norm_(self.policy.net.parameters(), self.cfg.max_grad_norm)
         self.optimizer.step()
         self.gradient_steps_done += 1
-        if self.cfg.prioritized:
-            batch["priorities"] = errors
-        return {"losses/td_loss": loss.detach(), "losses/q_values": q_mean}
+        return OffPolicyUpdate({"losses/td_loss": loss.detach(), "losses/q_values": q_mean}, errors)
 
     @torch.no_grad()
     def update_target(self, step: int) -> None:
@@ -347,11 +328,3 @@ class DQN:
         self.gradient_steps_done = int(state["gradient_steps_done"])
         if self.target is not None:
             self.target.load_state_dict(state["target"])
-
-    def replay_state_dict(self) -> dict[str, Any] | None:
-        """The replay buffer's contents for a checkpoint (checkpoint.replay=true)."""
-        return self.replay.state_dict() if self.replay is not None else None
-
-    def load_replay_state_dict(self, state: dict[str, Any]) -> None:
-        """Keep a checkpoint's replay contents until the loop builds the buffer."""
-        self._replay_state = state

@@ -17,7 +17,7 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from rlrun.algos.vpg import PolicyGradient, PolicyGradientConfig, policy_params_autograd
+from rlrun.algos.base import PolicyGradient, PolicyGradientConfig
 from rlrun.checks import check, positive
 from rlrun.losses import explained_variance, normalize_advantages
 from rlrun.trust_region import (
@@ -109,7 +109,7 @@ class NPG(PolicyGradient):
             fvp_obs = obs[torch.randperm(obs.shape[0], device=obs.device)[:n]]
         old = self.snapshot(fvp_obs)
         fvp = fisher_vector_product(
-            lambda: self.mean_kl(old, policy_params_autograd(self.policy, fvp_obs)),
+            lambda: self.mean_kl(old, self.policy.policy_params_autograd(fvp_obs)),
             self.actor_params, cfg.damping)
         x = conjugate_gradient(fvp, g, cfg.cg_iters, cfg.cg_residual_tol)  # [P] ~ F^-1 g
         beta = natural_step_size(x, fvp(x), cfg.max_kl)

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, Optional
 import gymnasium as gym
 import torch
 
-from rlrun.algos.base import OnPolicyConfig
+from rlrun.algos.base import OnPolicyAlgorithm, OnPolicyConfig
 from rlrun.checks import check, positive
 from rlrun.losses import approx_kl, clipped_value_loss, explained_variance, normalize_advantages
 from rlrun.networks import ActorCritic, flatten_parameters
@@ -134,11 +134,10 @@ class LossTerms(NamedTuple):
     log_ratio: torch.Tensor
 
 
-class PPO:
-    """Owns the actor-critic and its optimiser; ``update(batch)`` is one PPO iteration."""
+class PPO(OnPolicyAlgorithm):
+    """Owns the actor-critic and its optimiser; ``update(batch)`` is one PPO iteration on a GAE batch."""
 
     Config = PPOConfig
-    loop = "on_policy"  # rlrun.loops.LOOPS: collect a rollout, compute GAE, update
 
     def __init__(self, cfg: PPOConfig, observation_space: gym.Space, action_space: gym.Space,
                  device: torch.device):

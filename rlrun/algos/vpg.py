@@ -1,4 +1,4 @@
-"""Vanilla policy gradient / REINFORCE (Williams 1992), and the base the policy-gradient family shares.
+"""Vanilla policy gradient / REINFORCE (Williams 1992).
 
     grad J(theta) = E[ sum_t w_t * grad log pi_theta(a_t|s_t) * (G_t - b(s_t)) ]
 
@@ -8,8 +8,8 @@ implementations). Batches are whole episodes (every batch starts from reset envs
 episode each env has not finished) or fixed-horizon rollouts (the return is bootstrapped from V
 where the rollout cuts an episode, or cut off there without a baseline).
 
-:class:`PolicyGradient` is what VPG, A2C, NPG and TRPO share: the actor-critic, learning-rate
-annealing, the critic regression and checkpoints. Collection is :func:`rlrun.loops.run_on_policy`.
+What VPG shares with A2C, NPG and TRPO (the actor-critic, learning-rate annealing, the critic regression,
+checkpoints) is :class:`rlrun.algos.base.PolicyGradient`. Collection is :func:`rlrun.loops.run_on_policy`.
 """
 
 from __future__ import annotations
@@ -19,32 +19,11 @@ from typing import Any
 
 import gymnasium as gym
 import torch
-from torch import nn
 
-from rlrun.algos.base import OnPolicyConfig
-from rlrun.checks import ConfigError, check, choice, positive
-from rlrun.losses import approx_kl, explained_variance, normalize_advantages, value_loss
-from rlrun.networks import ActorCritic
+from rlrun.algos.base import PolicyGradient, PolicyGradientConfig
+from rlrun.checks import check, choice, positive
+from rlrun.losses import approx_kl, explained_variance, normalize_advantages
 from rlrun.returns import discount_weights, episode_return, episode_steps, reward_to_go
-
-
-@dataclass
-class PolicyGradientConfig(OnPolicyConfig):
-    """Settings shared by vpg, npg and trpo: advantage normalisation and the critic's regression."""
-
-    name: str = "vpg"
-    norm_adv: bool = True
-    """Normalise the advantages of each batch to mean 0, std 1."""
-    vf_epochs: int = 5
-    """Critic regression: passes over each batch fitting V(s) to the return targets."""
-    vf_minibatch_size: int = 256
-    """Critic regression: transitions per gradient step."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.vf_epochs >= 1, "algo.vf_epochs", self.vf_epochs, "an integer >= 1")
-        check(self.vf_minibatch_size >= 1, "algo.vf_minibatch_size", self.vf_minibatch_size, "an integer >= 1")
-
 
 BATCH_MODES = ("episodes", "steps")
 BASELINES = ("none", "value")
@@ -77,94 +56,10 @@ class VPGConfig(PolicyGradientConfig):
         positive("algo.vf_lr", self.vf_lr)
 
 
-def policy_params_autograd(policy: ActorCritic, obs: torch.Tensor) -> torch.Tensor:
-    """The actor's output [B, A] through plain autograd ops (each layer a module call).
-
-    :class:`rlrun.networks.MLP` runs as one autograd node whose backward pass is written out: right
-    for first derivatives, but not differentiable twice. Fisher-vector products need this path.
-    """
-    if policy.image:
-        return policy.actor(policy.trunk(obs))
-    return nn.Sequential.forward(policy.actor, policy._mlp_input(obs))
-
 
 def kept_steps(done: torch.Tensor) -> torch.Tensor:
     """[T, N] bool: True where the step's episode ends inside the rollout (at this step or later)."""
     return done.flip(0).cummax(0).values.flip(0)
-
-
-class PolicyGradient:
-    """The policy-gradient family's common part; subclasses add ``update(batch)``."""
-
-    loop = "on_policy"  # rlrun.loops.LOOPS
-    whole_episodes = False  # run_on_policy resets the envs before each batch when True
-
-    def __init__(self, cfg: OnPolicyConfig, observation_space: gym.Space, action_space: gym.Space,
-                 device: torch.device):
-        self.cfg, self.device = cfg, device
-        try:
-            self.policy = self.build_policy(observation_space, action_space).to(device)
-        except ValueError as exc:
-            raise ConfigError(f"algo={cfg.name} has categorical (Discrete) and diagonal Gaussian (1-D Box) "
-                              f"policy heads; this env's action space is {action_space}.") from exc
-        self.critic_params = list(self.policy.critic.parameters())
-        critic_ids = {id(p) for p in self.critic_params}
-        self.actor_params = [p for p in self.policy.parameters() if id(p) not in critic_ids]
-        self.optimizers: dict[str, torch.optim.Optimizer] = {}
-
-    def build_policy(self, observation_space: gym.Space, action_space: gym.Space) -> ActorCritic:
-        cfg = self.cfg
-        return ActorCritic(observation_space, action_space, cfg.hidden_sizes, cfg.activation, cfg.ortho_init,
-                           cfg.log_std_init)
-
-    def add_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
-        for group in optimizer.param_groups:
-            group["initial_lr"] = group["lr"]
-        self.optimizers[name] = optimizer
-
-    def set_progress(self, fraction: float) -> dict[str, float]:
-        """Anneal every optimiser's learning rate linearly to 0 over training (``anneal_lr``)."""
-        scale = 1.0 - fraction if self.cfg.anneal_lr else 1.0
-        out = {}
-        for name, optimizer in self.optimizers.items():
-            for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * scale
-            out[f"charts/learning_rate{'' if name == 'policy' else '_' + name}"] = optimizer.param_groups[0]["lr"]
-        return out
-
-    def gradient_step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, params: list[torch.Tensor]) -> None:
-        """zero_grad, backward, global gradient clipping (max_grad_norm), optimiser step."""
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
-        optimizer.step()
-
-    def fit_critic(self, obs: torch.Tensor, targets: torch.Tensor, epochs: int, minibatch_size: int) -> torch.Tensor:
-        """Critic regression: ``epochs`` passes of shuffled minibatch steps on E[(V(s) - target)^2]; mean loss.
-
-        The mean squared error of Spinning Up's VPG, baselines' trpo_mpi and SB3-contrib's TRPO.
-        """
-        size = obs.shape[0]
-        mb = min(minibatch_size, size)
-        losses = []
-        for _ in range(epochs):
-            order = torch.randperm(size, device=obs.device)
-            for start in range(0, size, mb):
-                idx = order[start:start + mb]
-                loss = value_loss(self.policy.value(obs[idx]), targets[idx])
-                self.gradient_step(self.optimizers["critic"], loss, self.critic_params)
-                losses.append(loss.detach())
-        return torch.stack(losses).mean()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy.state_dict(),
-                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.policy.load_state_dict(state["policy"])
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
 
 
 class VPG(PolicyGradient):

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from rlrun.config import ConfigError, EnvConfig
+from rlrun.checks import ConfigError
 from rlrun.envs.base import EpisodeTracker, VecEnv
+
+if TYPE_CHECKING:  # the config is only a type here: rlrun.config imports the algorithms, which import envs
+    from rlrun.config import EnvConfig
 
 # Gymnasium ids that have a tensor-native twin in this package.
 TORCH_ENVS = {"CartPole-v1": "rlrun.envs.cartpole:CartPoleVecEnv"}

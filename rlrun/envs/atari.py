@@ -65,15 +65,18 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from rlrun.config import ConfigError, EnvConfig
+from rlrun.checks import ConfigError
 from rlrun.envs.base import EpisodeTracker, StepResult, VecEnv
+
+if TYPE_CHECKING:  # the config is only a type here: rlrun.config imports the algorithms, which import envs
+    from rlrun.config import EnvConfig
 
 _INSTALL_HINT = (
     "The Atari backend (env.backend=ale, used for ids such as 'ALE/Pong-v5' or "

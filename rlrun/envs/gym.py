@@ -15,15 +15,18 @@ absent on steps where no env finished.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
-from rlrun.config import ConfigError, EnvConfig
+from rlrun.checks import ConfigError
 from rlrun.envs.base import EpisodeTracker, StepResult, VecEnv
+
+if TYPE_CHECKING:  # the config is only a type here: rlrun.config imports the algorithms, which import envs
+    from rlrun.config import EnvConfig
 
 # Where a registered env's entry point lives -> the extra that installs its dependencies.
 _EXTRAS = {

@@ -13,17 +13,19 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from rlrun.config import EnvConfig
 from rlrun.envs import resolve_backend
 from rlrun.envs.atari import fire_variants
 from rlrun.envs.base import EpisodeTracker, StepResult, VecEnv
 from rlrun.envs.cartpole import LENGTH, X_THRESHOLD
+
+if TYPE_CHECKING:  # the config is only a type here: rlrun.config imports the algorithms, which import envs
+    from rlrun.config import EnvConfig
 
 
 def has_display() -> bool:

@@ -6,6 +6,7 @@ and leave the episode statistics alone: those always count the raw reward.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -168,3 +169,41 @@ class ClipReward(VecEnvWrapper):
     def step(self, actions: torch.Tensor) -> StepResult:
         obs, reward, terminated, truncated, info = self.env.step(actions)
         return obs, reward.clamp(-self.clip, self.clip), terminated, truncated, info
+
+
+@dataclass(frozen=True)
+class EnvSwitches:
+    """The observation and reward switches an algorithm's config turns on (all off: the env as it is)."""
+
+    norm_obs: bool = False
+    clip_obs: float | None = None
+    norm_reward: bool = False
+    clip_reward: float | None = None
+    gamma: float = 0.99
+    """The discount of the return whose running std scales the reward (norm_reward)."""
+
+
+def wrap(env: VecEnv, switches: EnvSwitches, training: bool, obs_rms: RunningMeanStd | None = None) -> VecEnv:
+    """Apply ``switches`` in Engstrom et al.'s order: normalise (or clip) observations, scale, then clip rewards.
+
+    Evaluation envs (``training=False``) share the training observation statistics ``obs_rms``, frozen, and
+    get the raw reward.
+    """
+    if switches.norm_obs:
+        env = NormalizeObservation(env, clip=switches.clip_obs, rms=obs_rms, update=training)
+    elif switches.clip_obs:
+        env = ClipObservation(env, switches.clip_obs)
+    if training and switches.norm_reward:
+        env = ScaleReward(env, switches.gamma)
+    if training and switches.clip_reward:
+        env = ClipReward(env, switches.clip_reward)
+    return env
+
+
+def observation_statistics(env: VecEnv) -> RunningMeanStd | None:
+    """The running observation statistics of ``env``'s NormalizeObservation wrapper, if it has one."""
+    while isinstance(env, VecEnvWrapper):
+        if isinstance(env, NormalizeObservation):
+            return env.rms
+        env = env.env
+    return None
