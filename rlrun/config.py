@@ -208,14 +208,18 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def register_schemas() -> None:
-    """Put the env schema in Hydra's ConfigStore as ``env/schema``.
+    """Put each config dataclass's defaults in Hydra's ConfigStore: ``env/schema``, and ``schema/algo/<name>``.
 
-    Every ``conf/env/*.yaml`` starts from it (``defaults: [schema, _self_]``), so each env file
-    lists only what differs, yet every EnvConfig key can be overridden (``env.max_episode_steps=100``).
-    The node holds EnvConfig's defaults as plain data, not the dataclass: types are checked by
-    :func:`load` with the rest, so a bad value is refused in rlrun's words and, in a sweep, fails
-    only its own job (a typed node would make Hydra stop the whole sweep while composing it).
+    Every ``conf/env/*.yaml`` starts from the first (``defaults: [schema, _self_]``), every ``conf/algo/*.yaml``
+    from its algorithm's (``defaults: [/schema/algo/<name>@_here_, _self_]``), so each file lists only what
+    differs from the dataclass, yet every key can be overridden on the command line (Hydra refuses keys its
+    composed config lacks). The nodes hold the defaults as plain data, not the dataclasses: types are checked
+    by :func:`load` with the rest, so a bad value is refused in rlrun's words and, in a sweep, fails only its
+    own job (a typed node would make Hydra stop the whole sweep while composing it).
     """
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(group="env", name="schema", node=OmegaConf.create(dataclasses.asdict(EnvConfig())))
+    store = ConfigStore.instance()
+    store.store(group="env", name="schema", node=OmegaConf.create(dataclasses.asdict(EnvConfig())))
+    for name, algo in ALGOS.items():
+        store.store(group="schema/algo", name=name, node=OmegaConf.create(dataclasses.asdict(algo.Config(name=name))))

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from rlrun import checkpoint, resources
 from rlrun.algos import ALGOS
+from rlrun.algos.base import Algorithm
 from rlrun.config import ConfigError, EnvConfig, TrainConfig, flatten, load, to_dict
 from rlrun.envs import VecEnv, is_ale_id, make_vec_env
 from rlrun.envs.wrappers import observation_statistics, wrap
@@ -198,10 +199,26 @@ class Run:
         return saved is not None
 
     def end_iteration(self, metrics: dict[str, Any]) -> bool:
+        """After each iteration: log, stop on a diverged loss, evaluate and checkpoint as due; True means stop."""
+        self.log_episodes()
+        values = self.log_metrics(metrics)
+        check_finite(values, self.step)
+        if self.eval_due():
+            self.run_eval()
+        if self.checkpoint_due() and self.step < self.total_steps:
+            self.save_checkpoint()
+        self.logger.progress(self.step, values["charts/SPS"])
+        return self.finished()
+
+    def log_episodes(self) -> None:
+        """The returns and lengths of the episodes that ended since the last call."""
         if self._episodes:
             done, rets, lens = (torch.stack(x) for x in zip(*self._episodes))
             self._episodes.clear()
             self.logger.episodes(rets[done].tolist(), lens[done].float().tolist(), self.step)
+
+    def log_metrics(self, metrics: dict[str, Any]) -> dict[str, float]:
+        """Log an iteration's metrics and the SPS as scalars; returns them as floats."""
         tensors = {k: v for k, v in metrics.items() if isinstance(v, torch.Tensor)}
         values = {}
         if tensors:  # one device-to-host copy for all of them (an update may mix CPU and CUDA scalars)
@@ -211,13 +228,15 @@ class Run:
         values.update({k: float(v) for k, v in metrics.items() if not isinstance(v, torch.Tensor)})
         values["charts/SPS"] = self.sps()
         self.logger.scalars(values, self.step)
-        check_finite(values, self.step)
+        return values
+
+    def eval_due(self) -> bool:
+        """Every ``eval.every_steps`` env steps, except at the end (the final evaluation comes after the loop)."""
         every = self.cfg.eval.every_steps
-        if every and self.step // every > (self.last_eval_step or 0) // every and self.step < self.total_steps:
-            self.run_eval()
-        if self.checkpoint_due() and self.step < self.total_steps:
-            self.save_checkpoint()
-        self.logger.progress(self.step, values["charts/SPS"])
+        return bool(every) and self.step // every > (self.last_eval_step or 0) // every and self.step < self.total_steps
+
+    def finished(self) -> bool:
+        """The step budget is spent, or an evaluation reached the threshold with ``eval.stop_at_threshold``."""
         solved = self.cfg.eval.stop_at_threshold and self.steps_to_threshold is not None
         return solved or self.step >= self.total_steps
 
@@ -339,16 +358,10 @@ def resume_state(run_dir: Path, device: torch.device) -> dict[str, Any]:
     return checkpoint.load_newest(run_dir, device, report=lambda text: print(f"rlrun: {text}", flush=True))
 
 
-def train(cfg: DictConfig | TrainConfig | dict, signals: StopSignals | None = None) -> dict[str, Any]:
-    """Train one agent as ``cfg`` says; returns the summary also written to ``<run_dir>/summary.json``.
-
-    ``signals`` (default: SIGINT and SIGTERM) end the run with a checkpoint and an ``interrupted`` summary
-    naming the signal. Running out of memory ends it with a ``failed`` summary and a :class:`ResourceError`.
-    """
-    cfg = cfg if isinstance(cfg, TrainConfig) else load(cfg)
-    device = resolve_device(cfg.device)
-    torch.set_num_threads(cfg.torch_threads)
-    resources.check(cfg, device)  # before anything is allocated or written
+def prepare(cfg: TrainConfig, device: torch.device) -> tuple[Path, dict[str, Any] | None]:
+    """The run folder and, for ``resume=``, the checkpoint to continue from; refuses what cannot work before
+    anything is allocated or written."""
+    resources.check(cfg, device)
     state = None
     if cfg.resume:
         run_dir = Path(cfg.resume)
@@ -363,57 +376,82 @@ def train(cfg: DictConfig | TrainConfig | dict, signals: StopSignals | None = No
     if problem := folder_problem(run_dir):
         raise ConfigError(f"The run folder {run_dir} cannot be written ({problem}): choose another with "
                           "run_dir=<folder> (or hydra.run.dir=<folder> on the command line).")
+    return run_dir, state
+
+
+def restore(state: dict[str, Any], agent: Algorithm, env: VecEnv, device: torch.device) -> None:
+    """Put a checkpoint's agent, env statistics and random-number state back."""
+    agent.load_state_dict(state["agent"])
+    env.load_state_dict(state["env"])
+    torch.set_rng_state(state["torch_rng"].cpu())  # loaded onto the training device with the rest
+    if state.get("cuda_rng") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+
+
+def execute(run: Run, signals: StopSignals) -> dict[str, Any]:
+    """Train ``run`` to its end, a stop signal or an error; the last checkpoint and ``summary.json`` are written
+    whatever happens (a failed run's summary says so, and keeps the checkpoints it had)."""
+    agent, env, device = run.agent, run.env, run.agent.device
+    status, signame = "failed", None
+    gc.collect()
+    gc.freeze()  # the long-lived setup objects: the collector's passes then skip them (~3% of a small-MLP run)
+    with signals:
+        try:
+            obs = env.reset(seed=env_seed(run.cfg.seed, TRAIN_SEEDS, run.step))
+            LOOPS[type(agent).loop](agent, env, obs, run)
+            if run.last_eval_step != run.step or run.final_eval_return is None:
+                run.run_eval()
+            status = "completed"
+        except Interrupted as err:
+            status, signame = "interrupted", err.signame
+        except KeyboardInterrupt:  # Python's own SIGINT handler (ours is set only in the main thread)
+            status, signame = "interrupted", "SIGINT"
+        except Exception as err:
+            if out_of_memory(err):
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise ResourceError(
+                    f"Out of memory on {device} at step {run.step} ({first}). Lower env.num_envs, the batch "
+                    "(algo.minibatch_size or algo.batch_size), algo.num_steps or algo.buffer_size, or train on a "
+                    f"device with more memory; the checkpoints already in {run.run_dir / 'checkpoints'} are kept."
+                ) from None
+            raise
+        finally:
+            with signals.deferred(then_raise=False):  # a second Ctrl-C must not cut the last checkpoint short
+                gc.unfreeze()
+                if status != "failed":
+                    run.save_checkpoint()
+                summary = run.summary(status, signame)
+                write_json(run.run_dir / "summary.json", summary)
+                run.logger.final(summary)
+                run.logger.close()
+                env.close()
+                run.eval_env.close()
+    return summary
+
+
+def train(cfg: DictConfig | TrainConfig | dict, signals: StopSignals | None = None) -> dict[str, Any]:
+    """Train one agent as ``cfg`` says; returns the summary also written to ``<run_dir>/summary.json``.
+
+    ``signals`` (default: SIGINT and SIGTERM) end the run with a checkpoint and an ``interrupted`` summary
+    naming the signal. Running out of memory ends it with a ``failed`` summary and a :class:`ResourceError`.
+    """
+    cfg = cfg if isinstance(cfg, TrainConfig) else load(cfg)
+    device = resolve_device(cfg.device)
+    torch.set_num_threads(cfg.torch_threads)
+    run_dir, state = prepare(cfg, device)
     seed_everything(cfg.seed)
     with deterministic_algorithms(cfg.deterministic):
         env, eval_env, agent = build(cfg, device)
         run_dir.mkdir(parents=True, exist_ok=True)
         if state:
-            agent.load_state_dict(state["agent"])
-            env.load_state_dict(state["env"])
-            torch.set_rng_state(state["torch_rng"].cpu())  # loaded onto the training device with the rest
-            if state.get("cuda_rng") is not None and device.type == "cuda":
-                torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+            restore(state, agent, env, device)
         logger = Logger(run_dir, purge_step=state["step"] + 1 if state else None, progress=cfg.progress,
                         total_steps=cfg.total_steps, start_step=state["step"] if state else 0,
                         description=f"{cfg.algo.name} {cfg.env.name}")
         logger.config(flatten({k: v for k, v in to_dict(cfg).items() if k not in ("run_dir", "resume")}))
         signals = signals or StopSignals()
         run = Run(cfg, run_dir, agent, env, eval_env, logger, reward_threshold(cfg.env), state, signals)
-        gc.collect()
-        gc.freeze()  # the long-lived setup objects: the collector's passes then skip them (~3% of a small-MLP run)
-        status, signame = "failed", None
-        with signals:
-            try:
-                obs = env.reset(seed=env_seed(cfg.seed, TRAIN_SEEDS, run.step))
-                LOOPS[type(agent).loop](agent, env, obs, run)
-                if run.last_eval_step != run.step or run.final_eval_return is None:
-                    run.run_eval()
-                status = "completed"
-            except Interrupted as err:
-                status, signame = "interrupted", err.signame
-            except KeyboardInterrupt:  # Python's own SIGINT handler (ours is set only in the main thread)
-                status, signame = "interrupted", "SIGINT"
-            except Exception as err:
-                if out_of_memory(err):
-                    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                    raise ResourceError(
-                        f"Out of memory on {device} at step {run.step} ({first}). Lower env.num_envs, the batch "
-                        "(algo.minibatch_size or algo.batch_size), algo.num_steps or algo.buffer_size, or train on a "
-                        f"device with more memory; the checkpoints already in {run_dir / 'checkpoints'} are kept."
-                    ) from None
-                raise
-            finally:
-                with signals.deferred(then_raise=False):  # a second Ctrl-C must not cut the last checkpoint short
-                    gc.unfreeze()
-                    if status != "failed":
-                        run.save_checkpoint()
-                    summary = run.summary(status, signame)
-                    write_json(run_dir / "summary.json", summary)
-                    logger.final(summary)
-                    logger.close()
-                    env.close()
-                    eval_env.close()
-    return summary
+        return execute(run, signals)
 
 
 def final_return(summary: dict[str, Any]) -> float:

@@ -12,10 +12,13 @@ import inspect
 import sys
 from pathlib import Path
 
+import yaml
+
 from rlrun.algos import ALGOS
 from rlrun.config import CheckpointConfig, EnvConfig, EvalConfig, TrainConfig
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+CONF = Path(__file__).resolve().parent.parent / "rlrun" / "conf"
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -31,7 +34,8 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def table(prefix: str, cls: type, skip: tuple[str, ...] = ()) -> str:
+def table(prefix: str, cls: type, skip: tuple[str, ...] = (), values: dict | None = None) -> str:
+    """One row per field: its default (or ``values[name]``) and its docstring."""
     docs = field_docs(cls)
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for f in dataclasses.fields(cls):
@@ -39,8 +43,22 @@ def table(prefix: str, cls: type, skip: tuple[str, ...] = ()) -> str:
             continue
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else "")
+        if values is not None and f.name in values:
+            default = values[f.name]
         rows.append(f"| `{prefix}{f.name}` | `{default}` | {docs.get(f.name, '')} |")
     return "\n".join(rows)
+
+
+def algo_values(name: str) -> dict:
+    """What ``algo=<name>`` composes to without a preset: the dataclass defaults under its YAML file (and the
+    files that YAML starts from, as rainbow.yaml starts from dqn.yaml)."""
+    data = yaml.safe_load((CONF / "algo" / f"{name}.yaml").read_text())
+    values: dict = {}
+    for entry in data.get("defaults", []):
+        if entry == "_self_":
+            continue
+        values = dataclasses.asdict(ALGOS[name].Config(name=name)) if entry.startswith("/schema/") else algo_values(entry)
+    return {**values, **{k: v for k, v in data.items() if k != "defaults"}}
 
 
 def render() -> str:
@@ -48,8 +66,9 @@ def render() -> str:
         "# Configuration reference",
         "",
         "Generated from the config dataclasses by `scripts/gen_config_docs.py`; do not edit by hand.",
-        "Defaults here are the dataclass defaults; the YAML files in `rlrun/conf/` and the presets in",
-        "`rlrun/conf/preset/` (loaded by themselves for an algo/env pair) may set other values.",
+        "Defaults here are what each choice composes to: the dataclass defaults, under `rlrun/conf/algo/<name>.yaml`",
+        "where it sets other values (rainbow's six components). The presets in `rlrun/conf/preset/` (loaded by",
+        "themselves for an algo/env pair) and `experiment=` files may set others again.",
         "`rlrun train --cfg job` prints what a command line composes to.",
         "",
         "## Run", "", table("", TrainConfig, skip=("algo", "env", "eval", "checkpoint")), "",
@@ -58,7 +77,7 @@ def render() -> str:
         "## Environment (`env=<name>`, `env.`)", "", table("env.", EnvConfig), "",
     ]
     for name, algo in sorted(ALGOS.items()):
-        parts += [f"## Algorithm `algo={name}`", "", table("algo.", algo.Config), ""]
+        parts += [f"## Algorithm `algo={name}`", "", table("algo.", algo.Config, values=algo_values(name)), ""]
     return "\n".join(parts)
 
 

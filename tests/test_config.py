@@ -3,6 +3,7 @@ the command line reports problems without a traceback and before any work."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -141,3 +142,27 @@ def test_configuration_docs_are_generated_from_the_current_dataclasses():
     script = Path(__file__).resolve().parent.parent / "scripts" / "gen_config_docs.py"
     done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, f"docs/configuration.md is stale: run python {script.name}\n{done.stdout}{done.stderr}"
+
+
+@pytest.mark.parametrize("algo", sorted(ALGOS))
+def test_every_field_of_every_algorithm_can_be_overridden(compose, algo):
+    import dataclasses
+
+    fields = dataclasses.fields(ALGOS[algo].Config)
+    overrides = [f"algo.{f.name}={json.dumps(getattr(ALGOS[algo].Config(name=algo), f.name))}" for f in fields
+                 if f.name != "name"]
+    cfg = load(compose(f"algo={algo}", *overrides))  # Hydra refuses a key its composed config lacks
+    assert cfg.algo.name == algo
+
+
+def test_algo_yamls_hold_only_what_differs_from_the_dataclass():
+    import dataclasses
+
+    import yaml
+
+    for path in sorted((CONF / "algo").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        base = "dqn" if path.stem == "rainbow" else path.stem  # rainbow.yaml starts from dqn.yaml
+        defaults = dataclasses.asdict(ALGOS[base].Config(name=base))
+        repeated = {k: v for k, v in data.items() if k not in ("defaults", "name") and defaults.get(k) == v}
+        assert not repeated, f"{path.name} repeats the dataclass defaults {repeated}"

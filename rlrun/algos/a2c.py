@@ -33,6 +33,13 @@ class A2CConfig(OnPolicyConfig):
     """A2C's own hyperparameters on top of the shared on-policy ones."""
 
     name: str = "a2c"
+    # The shared keys at openai/baselines' a2c values (as Stable-Baselines3 has them): 5-step rollouts,
+    # n-step returns (lambda 1), lr 7e-4 without annealing; Adam/RMSprop epsilon 1e-5 and clipping at 0.5
+    # are the shared defaults already.
+    num_steps: int = 5
+    gae_lambda: float = 1.0
+    lr: float = 7e-4
+    anneal_lr: bool = False
     optimizer: str = "rmsprop"
     """rmsprop (as in Mnih et al. 2016) or adam."""
     rmsprop_alpha: float = 0.99

@@ -35,6 +35,15 @@ class NPGConfig(PolicyGradientConfig):
     """Natural-gradient settings on top of the shared ones (``lr`` is the critic's Adam rate here)."""
 
     name: str = "npg"
+    # The shared keys at the trust-region references' values (openai/baselines trpo_mpi, Rajeswaran et al.
+    # 2017): 1024-step batches, GAE 0.97, the critic's Adam at 1e-3 with torch's epsilon, no annealing, no
+    # clipping (the policy step size comes from max_kl).
+    num_steps: int = 1024
+    gae_lambda: float = 0.97
+    lr: float = 1e-3
+    adam_eps: float = 1e-8
+    anneal_lr: bool = False
+    max_grad_norm: float | None = None
     max_kl: float = 0.01
     """delta: the step is scaled so that the quadratic model of the mean KL equals delta."""
     damping: float = 0.1

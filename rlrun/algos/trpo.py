@@ -25,6 +25,7 @@ class TRPOConfig(NPGConfig):
     """The line search's settings on top of NPG's."""
 
     name: str = "trpo"
+    gae_lambda: float = 0.95  # SB3-contrib's TRPO (NPG's other shared defaults are baselines' trpo_mpi's)
     backtrack_coef: float = 0.8
     """Each rejected step is shrunk by this factor (exponential backtracking)."""
     max_backtracks: int = 10

@@ -34,6 +34,14 @@ class VPGConfig(PolicyGradientConfig):
     """REINFORCE's switches on top of the shared policy-gradient ones (``lr`` is the policy's Adam rate)."""
 
     name: str = "vpg"
+    # The shared keys at REINFORCE's values, as in Spinning Up's VPG: whole-episode batches of at least a
+    # 500-step time limit, no GAE (the advantage is reward-to-go minus the baseline), torch's Adam epsilon,
+    # no learning-rate annealing, no gradient clipping.
+    num_steps: int = 500
+    gae_lambda: float = 1.0
+    adam_eps: float = 1e-8
+    anneal_lr: bool = False
+    max_grad_norm: float | None = None
     batch_mode: str = "episodes"
     """episodes: each batch starts from reset envs and keeps whole episodes only (num_steps should be at
     least the env's time limit); steps: fixed-horizon rollouts of num_steps, bootstrapped where cut."""
