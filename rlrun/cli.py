@@ -83,8 +83,9 @@ def hydra_train(cfg: DictConfig) -> float:
     from rlrun.checkpoint import list_checkpoints
     from rlrun.interrupt import StopSignals
     from rlrun.resources import ResourceError
+    from rlrun.run import TrainingDiverged
     from rlrun.sweep import cpu_share, record_failure, share_cores
-    from rlrun.train import TrainingDiverged, final_return, train
+    from rlrun.train import final_return, train
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)

@@ -3,7 +3,7 @@
 The scored episodes run exactly as training's periodic evaluation does: the env and agent come from
 :func:`rlrun.train.build` with the run's own config, the observation statistics come from the
 checkpoint's env state (:func:`rlrun.envs.wrappers.wrap` shares them, frozen, with the evaluation env), and
-:func:`rlrun.train.evaluate` plays the first episode of each env of the batch, reporting the raw game
+:func:`rlrun.run.evaluate` plays the first episode of each env of the batch, reporting the raw game
 score. ``--video`` and ``--render human`` play extra episodes on one gymnasium env that can draw itself
 (:func:`make_rendered_env`), with the same observation preprocessing, so the scores never depend on
 whether a video was asked for.
@@ -30,7 +30,8 @@ from rlrun.envs.base import VecEnv
 from rlrun.envs.render import RenderError, has_display, make_rendered_env
 from rlrun.envs.wrappers import observation_statistics, wrap
 from rlrun.logger import write_json
-from rlrun.train import build, evaluate, resolve_device, seed_everything
+from rlrun.run import evaluate
+from rlrun.train import build, resolve_device, seed_everything
 
 DEFAULT_SEED = 100_000
 """Env seed of the first episode (episode i gets seed + i): the same for every run, so runs and checkpoints are

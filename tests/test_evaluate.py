@@ -16,7 +16,8 @@ import rlrun.envs.render
 from rlrun import checkpoint
 from rlrun.config import EnvConfig
 from rlrun.evaluate import DEFAULT_SEED, evaluate_run, main, make_rendered_env
-from rlrun.train import EVAL_SEEDS, env_seed, train
+from rlrun.run import EVAL_SEEDS, env_seed
+from rlrun.train import train
 
 # 2048 steps: enough PPO for CartPole returns that differ between episodes (about 50-100), about 1.5 s.
 RUN = ("total_steps=2048", "eval.every_steps=1024", "checkpoint.every_steps=1024")

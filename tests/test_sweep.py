@@ -19,7 +19,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from rlrun import sweep
-from rlrun.train import TrainingDiverged, check_finite
+from rlrun.run import TrainingDiverged, check_finite
 
 TINY = ["total_steps=512", "eval.every_steps=256", "eval.episodes=2", "progress=false"]
 

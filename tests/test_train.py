@@ -13,7 +13,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import rlrun.conf
-import rlrun.train
+import rlrun.run
 from rlrun import checkpoint
 from rlrun.checkpoint import CheckpointError
 from rlrun.config import ConfigError, load
@@ -123,10 +123,10 @@ def test_resume_with_nothing_left_to_train_is_refused_and_leaves_the_folder_as_i
 
 
 def test_checkpoints_are_written_by_wall_time_by_default(tiny_cfg, tmp_path, monkeypatch):
-    import rlrun.train as train_module
+    import rlrun.run as run_module
 
     clock = iter(range(0, 10**6, 301))  # each reading of the clock is 301 s after the one before
-    monkeypatch.setattr(train_module.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(run_module.time, "perf_counter", lambda: float(next(clock)))
     train(tiny_cfg("total_steps=2048", "eval.every_steps=0", "checkpoint.keep=20"))  # every_minutes=10 (default)
     steps = [checkpoint.load(p)["step"] for p in checkpoint.list_checkpoints(tmp_path / "run")]
     assert steps[-1] == 2048 and len(steps) >= 3  # some during the run, by time alone, and the final one
@@ -172,7 +172,7 @@ def test_resume_without_checkpoint_raises_checkpoint_error(tiny_cfg, tmp_path):
 
 def test_keyboard_interrupt_saves_checkpoint_and_summary(tiny_cfg, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
-    original = rlrun.train.Run.end_iteration
+    original = rlrun.run.Run.end_iteration
     calls = []
 
     def interrupt_on_second_call(self, metrics):
@@ -181,7 +181,7 @@ def test_keyboard_interrupt_saves_checkpoint_and_summary(tiny_cfg, tmp_path, mon
             raise KeyboardInterrupt
         return original(self, metrics)
 
-    monkeypatch.setattr(rlrun.train.Run, "end_iteration", interrupt_on_second_call)
+    monkeypatch.setattr(rlrun.run.Run, "end_iteration", interrupt_on_second_call)
     summary = train(tiny_cfg("total_steps=2048"))
     assert calls == [256, 512]
     assert summary["status"] == "interrupted"

@@ -42,7 +42,7 @@ class RenderError(ValueError):
 class SingleEnv(VecEnv):
     """One gymnasium env as a batch of one, on ``device``, for the rendered episodes.
 
-    It does not autoreset: :func:`rlrun.train.evaluate` stops at the end of the first episode, and a reset there
+    It does not autoreset: :func:`rlrun.run.evaluate` stops at the end of the first episode, and a reset there
     would start an empty recording in ``RecordVideo``. Observations become float32 like
     :class:`~rlrun.envs.gym.GymVecEnv`'s, or stay uint8 for Atari frames like the ale backend's.
     """
