@@ -1,10 +1,9 @@
-"""Networks: MLP and Nature CNN trunks, actor-critic with categorical or diagonal Gaussian heads.
+"""Networks: MLP and Nature CNN trunks, actor-critic with categorical or diagonal Gaussian heads, Q-networks.
 
-The probability distributions are written as a few tensor functions instead of
-``torch.distributions`` objects: a PPO minibatch update on small MLPs is bound by per-op
-overhead, and the distribution classes add argument validation and object creation to every call.
-For the same reason an MLP runs as one autograd node with its backward pass written out
-(:class:`MLP`), and tanh is computed from the CPU's much faster sigmoid kernel (:func:`tanh`).
+Plain PyTorch: ``nn.Linear``, ``nn.Tanh``, ``nn.Sequential``. The probability distributions are a few tensor
+functions, one formula each (the log-probability and entropy of a categorical and of a diagonal Gaussian),
+which compute what ``torch.distributions`` computes without building an object per call. The CPU speed
+path for small MLPs (``algo.fused=true``) lives in :mod:`rlrun.fused`.
 """
 
 from __future__ import annotations
@@ -15,51 +14,12 @@ import gymnasium as gym
 import torch
 from torch import nn
 
+from rlrun.fused import FusedMLP, fused_mlp
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-# ----------------------------------------------------------------- activations
-_NEG_ONE = torch.tensor(-1.0)  # a 0-d tensor operand: a Python scalar costs a conversion on every call
-
-
-def _tanh_half(z: torch.Tensor) -> torch.Tensor:
-    """tanh(z / 2) = 2 sigmoid(z) - 1, overwriting ``z``."""
-    return torch.add(_NEG_ONE, z.sigmoid_(), alpha=2)
-
-
-class _Tanh(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        y = _tanh_half(x + x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (y,) = ctx.saved_tensors
-        return torch.ops.aten.tanh_backward(grad, y)  # grad * (1 - y^2), what torch.tanh's backward runs
-
-
-def tanh(x: torch.Tensor) -> torch.Tensor:
-    """tanh(x) = 2 sigmoid(2x) - 1: within 2e-7 of ``torch.tanh``, with the same gradient 1 - tanh(x)^2.
-
-    PyTorch's CPU tanh kernel is several times slower than its sigmoid kernel (~45 us against
-    ~8 us on a [256, 64] float32 tensor on the AMD EPYC machines of DESIGN.md), which made tanh
-    the largest single cost of a small-MLP PPO update there.
-    """
-    if x.requires_grad and torch.is_grad_enabled():
-        return _Tanh.apply(x)
-    return _tanh_half(x + x)
-
-
-class Tanh(nn.Module):
-    """``nn.Tanh`` computed by :func:`tanh`."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return tanh(x)
-
-
-ACTIVATIONS = {"tanh": Tanh, "relu": nn.ReLU}
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
 def layer_init(layer: nn.Linear | nn.Conv2d, std: float = math.sqrt(2), ortho: bool = True) -> nn.Module:
@@ -73,140 +33,21 @@ def layer_init(layer: nn.Linear | nn.Conv2d, std: float = math.sqrt(2), ortho: b
     return layer
 
 
-# ----------------------------------------------------------------- MLP with written-out backpropagation
-def _mlp_forward(activation: str, x: torch.Tensor, params: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, list]:
-    """y = MLP(x) for ``params`` = (W_1, b_1, ..., W_L, b_L), no autograd; also returns [h_0 = x, ..., h_{L-1}]."""
-    outs = [x]
-    for weight, bias in zip(params[0:-2:2], params[1:-2:2]):
-        if activation == "tanh":  # a_l computed as 2 a_l in the matrix product (exact): tanh(a) = 2 sigmoid(2a) - 1
-            outs.append(_tanh_half(torch.addmm(bias, outs[-1], weight.t(), beta=2, alpha=2)))
-        else:
-            outs.append(torch.addmm(bias, outs[-1], weight.t()).relu_())
-    return torch.addmm(params[-1], outs[-1], params[-2].t()), outs
-
-
-def _mlp_backward(activation: str, grad: torch.Tensor, outs: tuple | list, params: tuple[torch.Tensor, ...],
-                  input_grad: bool) -> tuple[torch.Tensor | None, list]:
-    """Backpropagation through :func:`_mlp_forward` from ``grad`` = dLoss/dy; returns dLoss/dx and [dLoss/dW_1, dLoss/db_1, ...].
-
-        d_L = dLoss/dy,   d_l = (d_{l+1} W_{l+1}) * f'(a_l),   f'(a) = 1 - h^2 (tanh) or [h > 0] (relu)
-        dLoss/dW_l = d_l^T h_{l-1},   dLoss/db_l = sum over the batch of d_l
-    """
-    grads: list = [None] * len(params)
-    for l in range(len(outs) - 1, -1, -1):  # grad = d_{l+1} in the 1-based notation above
-        weight, h_in = params[2 * l], outs[l]
-        if weight.shape[1] < weight.shape[0]:  # a widening layer (obs -> 64): this orientation is ~4x faster
-            grads[2 * l] = h_in.t().mm(grad).t()
-        else:
-            grads[2 * l] = grad.t().mm(h_in)
-        grads[2 * l + 1] = grad.sum(0)
-        if l > 0:
-            grad = grad.mm(weight)
-            if activation == "tanh":
-                grad = torch.ops.aten.tanh_backward(grad, h_in)
-            else:
-                grad = torch.ops.aten.threshold_backward(grad, h_in, 0)
-    return (grad.mm(params[0]) if input_grad else None), grads
-
-
-class _MLPFunction(torch.autograd.Function):
-    """Several MLPs on the same input as one autograd node (``sizes``: parameter tensors per MLP).
-
-    Autograd would record three nodes per layer (addmm, transpose, activation) and run each
-    through its engine; one node with the backward pass written out costs about half as much
-    outside the matrix products.
-    """
-
-    @staticmethod
-    def forward(ctx, activation: str, sizes: tuple[int, ...], x: torch.Tensor, *params: torch.Tensor):
-        ys, saved, start = [], [], 0
-        for n in sizes:
-            y, outs = _mlp_forward(activation, x, params[start:start + n])
-            ys.append(y)
-            saved += outs
-            start += n
-        ctx.activation, ctx.sizes = activation, sizes
-        ctx.save_for_backward(*saved, *params)
-        return tuple(ys)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        saved = ctx.saved_tensors
-        n_outs = sum(ctx.sizes) // 2  # one saved h_{l-1} per layer
-        outs, params = saved[:n_outs], saved[n_outs:]
-        grad_x, param_grads, o, p = None, [], 0, 0
-        for n, grad in zip(ctx.sizes, grads):
-            gx, g = _mlp_backward(ctx.activation, grad, outs[o:o + n // 2], params[p:p + n], ctx.needs_input_grad[2])
-            grad_x = gx if grad_x is None else grad_x + gx
-            param_grads += g
-            o, p = o + n // 2, p + n
-        return (None, None, grad_x, *param_grads)
-
-
-class MLP(nn.Sequential):
-    """Linear layers with ``activation`` between them: an ``nn.Sequential`` (same modules, same
-    ``state_dict`` keys) whose forward runs as one autograd node with the backward pass written
-    out (:class:`_MLPFunction`) instead of calling each submodule (so hooks on the submodules
-    do not fire; hooks on the MLP itself do).
-    """
-
-    def __init__(self, layers: list[nn.Module], activation: str):
-        super().__init__(*layers)
-        self.activation = activation
-        self._params = tuple(p for m in layers if isinstance(m, nn.Linear) for p in (m.weight, m.bias))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return MLP.parallel(x, self)[0]
-
-    @staticmethod
-    def parallel(x: torch.Tensor, *mlps: MLP) -> tuple[torch.Tensor, ...]:
-        """``tuple(m(x) for m in mlps)`` for MLPs with one activation, as a single autograd node."""
-        if x.dim() != 2:  # [..., in] -> [-1, in] -> [..., out]
-            ys = MLP.parallel(x.reshape(-1, x.shape[-1]), *mlps)
-            return tuple(y.reshape(*x.shape[:-1], -1) for y in ys)
-        activation = mlps[0].activation
-        if torch.is_grad_enabled():
-            params = tuple(p for m in mlps for p in m._params)
-            return _MLPFunction.apply(activation, tuple(len(m._params) for m in mlps), x, *params)
-        return tuple(_mlp_forward(activation, x, m._params)[0] for m in mlps)
-
-
 def mlp(
     in_dim: int, hidden_sizes: list[int], out_dim: int, activation: str = "tanh",
-    out_std: float = 1.0, ortho: bool = True,
+    out_std: float = 1.0, ortho: bool = True, fused: bool = False,
 ) -> nn.Sequential:
-    """``in_dim -> hidden_sizes... -> out_dim`` with ``activation`` between layers, none after the last."""
+    """``in_dim -> hidden_sizes... -> out_dim`` with ``activation`` between layers, none after the last.
+
+    ``fused``: the same layers as a :class:`rlrun.fused.FusedMLP` (one autograd node; ``algo.fused=true``).
+    """
     layers: list[nn.Module] = []
     last = in_dim
     for size in hidden_sizes:
         layers += [layer_init(nn.Linear(last, size), math.sqrt(2), ortho), ACTIVATIONS[activation]()]
         last = size
     layers.append(layer_init(nn.Linear(last, out_dim), out_std, ortho))
-    return MLP(layers, activation)
-
-
-def flatten_parameters(module: nn.Module) -> nn.Parameter:
-    """Put every parameter of ``module`` and its gradient into one contiguous tensor; return it as a Parameter.
-
-    Afterwards each parameter's ``data`` and ``grad`` are views into the returned tensor and its
-    ``grad``, so gradient zeroing, clipping and an optimiser step over the whole network are one
-    op each instead of one per parameter. Backward accumulates into the gradient views in place:
-    zero the flat gradient between steps, never set a gradient to ``None``.
-    """
-    params = list(module.parameters())
-    if len({(p.device, p.dtype) for p in params}) != 1:
-        raise ValueError("flatten_parameters needs all parameters on one device with one dtype")
-    flat = torch.cat([p.detach().reshape(-1) for p in params])
-    grad = torch.zeros_like(flat)
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.data = flat[offset:offset + n].view_as(p)
-        p.grad = grad[offset:offset + n].view_as(p)
-        offset += n
-    flat = nn.Parameter(flat)  # shares the storage the views point into
-    flat.grad = grad
-    return flat
+    return fused_mlp(layers, activation) if fused else nn.Sequential(*layers)
 
 
 class NatureCNN(nn.Module):
@@ -264,14 +105,15 @@ def gaussian_entropy(log_std: torch.Tensor, batch: int) -> torch.Tensor:
 class ActorCritic(nn.Module):
     """Policy pi(a|s) and value V(s) for discrete (categorical) or continuous (diagonal Gaussian) actions.
 
-    Vector observations get two separate MLPs (actor, critic); image observations share one
-    Nature CNN trunk with two linear heads (``shared_trunk``; a subclass may share an MLP trunk the same way). Output layers are scaled as in the PPO literature:
-    0.01 for the policy, 1.0 for the value.
+    Vector observations get two separate MLPs (actor, critic); image observations share one Nature CNN
+    trunk with two linear heads (``shared_trunk``; a subclass may share an MLP trunk the same way). Output
+    layers are scaled as in the PPO literature: 0.01 for the policy, 1.0 for the value. ``fused`` builds
+    the MLPs as :class:`rlrun.fused.FusedMLP` (``algo.fused=true``).
     """
 
     def __init__(
         self, observation_space: gym.Space, action_space: gym.Space, hidden_sizes: list[int],
-        activation: str = "tanh", ortho_init: bool = True, log_std_init: float = 0.0,
+        activation: str = "tanh", ortho_init: bool = True, log_std_init: float = 0.0, fused: bool = False,
     ):
         super().__init__()
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
@@ -290,36 +132,24 @@ class ActorCritic(nn.Module):
         else:
             obs_dim = int(math.prod(obs_shape))
             self.trunk = nn.Flatten() if len(obs_shape) > 1 else nn.Identity()
-            self.actor = mlp(obs_dim, hidden_sizes, act_dim, activation, 0.01, ortho_init)
-            self.critic = mlp(obs_dim, hidden_sizes, 1, activation, 1.0, ortho_init)
+            self.actor = mlp(obs_dim, hidden_sizes, act_dim, activation, 0.01, ortho_init, fused)
+            self.critic = mlp(obs_dim, hidden_sizes, 1, activation, 1.0, ortho_init, fused)
         if not self.discrete:
             self.log_std = nn.Parameter(torch.full((act_dim,), float(log_std_init)))
 
-    def _mlp_input(self, obs: torch.Tensor) -> torch.Tensor:
-        """What the vector trunk (Identity or Flatten) returns, without the module calls (~2 us each)."""
-        return obs.flatten(1) if obs.dim() > 2 else obs
-
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(s): obs [B, ...] -> [B]."""
-        if self.shared_trunk:
-            return self.critic(self.trunk(obs)).squeeze(-1)
-        return MLP.parallel(self._mlp_input(obs), self.critic)[0].squeeze(-1)
+        return self.critic(self.trunk(obs)).squeeze(-1)
 
     def policy_params(self, obs: torch.Tensor) -> torch.Tensor:
         """Logits [B, A] (discrete) or Gaussian means [B, A] (continuous)."""
-        if self.shared_trunk:
-            return self.actor(self.trunk(obs))
-        return MLP.parallel(self._mlp_input(obs), self.actor)[0]
+        return self.actor(self.trunk(obs))
 
     def policy_params_autograd(self, obs: torch.Tensor) -> torch.Tensor:
-        """:meth:`policy_params` through plain autograd ops, each layer a module call.
-
-        :class:`MLP` runs as one autograd node whose backward pass is written out: right for first derivatives,
-        but not differentiable twice. Fisher-vector products (NPG, TRPO) need this path.
-        """
-        if self.shared_trunk:
-            return self.actor(self.trunk(obs))
-        return nn.Sequential.forward(self.actor, self._mlp_input(obs))
+        """:meth:`policy_params` with every layer a module call, differentiable twice (Fisher-vector products need
+        that; a :class:`rlrun.fused.FusedMLP`'s written-out backward is not)."""
+        actor = self.actor.forward_layers if isinstance(self.actor, FusedMLP) else self.actor
+        return actor(self.trunk(obs))
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -333,11 +163,8 @@ class ActorCritic(nn.Module):
 
     def heads(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Policy parameters [B, A] and V(s) [B] with gradients, from one pass over obs [B, ...]."""
-        if self.shared_trunk:  # one trunk pass for both heads
-            features = self.trunk(obs)
-            return self.actor(features), self.critic(features).squeeze(-1)
-        params, value = MLP.parallel(self._mlp_input(obs), self.actor, self.critic)  # one autograd node
-        return params, value.squeeze(-1)
+        features = self.trunk(obs)
+        return self.actor(features), self.critic(features).squeeze(-1)
 
     def log_prob_entropy(self, params: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """log pi(a|s) [B] and the entropy of pi(.|s) [B] from the policy parameters [B, A]."""

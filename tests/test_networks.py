@@ -1,5 +1,5 @@
-"""The fast MLP path (sigmoid-based tanh, one autograd node with a written-out backward, flat
-parameters) computes what plain PyTorch computes."""
+"""The fused MLP path of rlrun/fused.py (sigmoid-based tanh, one autograd node with a written-out backward,
+flat parameters) computes what plain PyTorch computes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from rlrun.networks import MLP, _MLPFunction, flatten_parameters, mlp, tanh
+from rlrun.fused import FusedMLP, _MLPFunction, flatten_parameters, tanh
+from rlrun.networks import mlp
 
 
 def test_tanh_matches_torch_tanh_and_its_gradient():
@@ -21,7 +22,7 @@ def test_tanh_matches_torch_tanh_and_its_gradient():
     assert ((ours - ref).abs() <= 5e-7 * g.abs() + 1e-7).all()
 
 
-def _reference(net: MLP, activation: str) -> nn.Sequential:
+def _reference(net: FusedMLP, activation: str) -> nn.Sequential:
     """The same modules run one by one with PyTorch's own activations and autograd."""
     act = nn.Tanh if activation == "tanh" else nn.ReLU
     return nn.Sequential(*[m if isinstance(m, nn.Linear) else act() for m in net])
@@ -30,7 +31,7 @@ def _reference(net: MLP, activation: str) -> nn.Sequential:
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_mlp_output_and_gradients_equal_plain_autograd(activation):
     torch.manual_seed(0)
-    net = mlp(4, [64, 32], 3, activation)
+    net = mlp(4, [64, 32], 3, activation, fused=True)
     ref = _reference(net, activation)
     x = torch.randn(50, 4, requires_grad=True)
     y, y_ref = net(x), ref(x)
@@ -59,9 +60,9 @@ def test_written_out_backward_passes_gradcheck(activation):
 
 def test_parallel_mlps_equal_separate_calls():
     torch.manual_seed(0)
-    a, b = mlp(4, [16], 2), mlp(4, [16], 1)
+    a, b = mlp(4, [16], 2, fused=True), mlp(4, [16], 1, fused=True)
     x = torch.randn(7, 4)
-    ya, yb = MLP.parallel(x, a, b)
+    ya, yb = FusedMLP.parallel(x, a, b)
     assert torch.allclose(ya, a(x)) and torch.allclose(yb, b(x))
 
 

@@ -66,13 +66,13 @@ class SharedActorCritic(ActorCritic):
     feed a linear policy head and a linear value head (the layout ActorCritic uses for images)."""
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, hidden_sizes: list[int],
-                 activation: str = "tanh", ortho_init: bool = True, log_std_init: float = 0.0):
-        super().__init__(observation_space, action_space, hidden_sizes, activation, ortho_init, log_std_init)
+                 activation: str = "tanh", ortho_init: bool = True, log_std_init: float = 0.0, fused: bool = False):
+        super().__init__(observation_space, action_space, hidden_sizes, activation, ortho_init, log_std_init, fused)
         if self.shared_trunk:
             return  # images already share the CNN trunk
         obs_dim = int(math.prod(observation_space.shape))
         act_dim = self.actor[-1].out_features
-        trunk = mlp(obs_dim, hidden_sizes[:-1], hidden_sizes[-1], activation, math.sqrt(2), ortho_init)
+        trunk = mlp(obs_dim, hidden_sizes[:-1], hidden_sizes[-1], activation, math.sqrt(2), ortho_init, fused)
         self.trunk = nn.Sequential(nn.Flatten() if len(observation_space.shape) > 1 else nn.Identity(), trunk,
                                    ACTIVATIONS[activation]())
         self.actor = layer_init(nn.Linear(hidden_sizes[-1], act_dim), 0.01, ortho_init)
@@ -100,7 +100,7 @@ class A2C(PolicyGradient):
             return super().build_policy(observation_space, action_space)
         cfg = self.cfg
         return SharedActorCritic(observation_space, action_space, cfg.hidden_sizes, cfg.activation,
-                                 cfg.ortho_init, cfg.log_std_init)
+                                 cfg.ortho_init, cfg.log_std_init, cfg.fused)
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         cfg = self.cfg

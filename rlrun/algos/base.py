@@ -137,6 +137,9 @@ class OnPolicyConfig:
     """Reward scaling: divide by the running std of the discounted return."""
     clip_reward: Optional[float] = None
     """Reward clipping to [-clip_reward, clip_reward] (after scaling; null: off)."""
+    fused: bool = True
+    """CPU speed path for small MLPs (rlrun/fused.py): one autograd node per MLP, tanh from sigmoid, and for PPO
+    all parameters in one flat tensor with a fused Adam step. false: nn.Sequential, nn.Tanh, optimizer.step()."""
 
     def __post_init__(self) -> None:
         check(self.num_steps >= 1, "algo.num_steps", self.num_steps, "an integer >= 1")
@@ -209,7 +212,7 @@ class PolicyGradient(OnPolicyAlgorithm):
     def build_policy(self, observation_space: gym.Space, action_space: gym.Space) -> ActorCritic:
         cfg = self.cfg
         return ActorCritic(observation_space, action_space, cfg.hidden_sizes, cfg.activation, cfg.ortho_init,
-                           cfg.log_std_init)
+                           cfg.log_std_init, cfg.fused)
 
     def add_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
         for group in optimizer.param_groups:

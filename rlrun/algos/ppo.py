@@ -13,11 +13,13 @@ from typing import Any, NamedTuple, Optional
 
 import gymnasium as gym
 import torch
+from torch import nn
 
 from rlrun.algos.base import OnPolicyAlgorithm, OnPolicyConfig
 from rlrun.checks import check, positive
+from rlrun.fused import FlatAdam
 from rlrun.losses import approx_kl, clipped_value_loss, explained_variance, normalize_advantages
-from rlrun.networks import ActorCritic, flatten_parameters
+from rlrun.networks import ActorCritic
 
 
 @dataclass
@@ -88,43 +90,6 @@ def mean_over_steps(fn: Callable[[torch.Tensor], torch.Tensor], per_step: list[t
     return torch.stack([fn(x) for x in per_step]).mean()
 
 
-def clip_grad_norm(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
-    """Global gradient clipping: g <- g * min(1, max_norm / (||g||_2 + 1e-6)), in place; returns ||g||_2.
-
-    ``torch.nn.utils.clip_grad_norm_`` for a single (flat) gradient tensor: a few ops instead of a few per tensor.
-    """
-    norm = torch.linalg.vector_norm(grad)
-    grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
-    return norm
-
-
-def adam_step(optimizer: torch.optim.Adam) -> None:
-    """``optimizer.step()`` for a fused Adam holding one parameter tensor (PPO's flat parameters).
-
-    Calls the kernel that ``torch.optim.Adam(fused=True).step()`` ends in, ``torch._fused_adam_``,
-    on Adam's own state, so ``state_dict()`` is unchanged. On a CPU the Python bookkeeping around
-    it in ``Optimizer.step`` (profiler and hook wrappers, grouping tensors by device and dtype,
-    argument checks) costs ~75 us per step against ~10 us for the kernel, a tenth of a small-MLP
-    PPO step. The first step (it creates the state) and any other setting go through ``optimizer.step()``.
-    """
-    group = optimizer.param_groups[0]
-    state = optimizer.state.get(group["params"][0])
-    plain = (len(optimizer.param_groups) == 1 and len(group["params"]) == 1 and group["fused"]
-             and isinstance(group["lr"], float) and not group["capturable"]
-             and not (group["amsgrad"] or group["weight_decay"] or group["maximize"] or group["differentiable"])
-             and not (optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks))
-    if not (plain and state and group["params"][0].grad is not None):
-        optimizer.step()
-        return
-    param = group["params"][0]
-    beta1, beta2 = group["betas"]
-    state["step"].add_(1)
-    torch._fused_adam_([param], [param.grad], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]],
-                       lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"],
-                       amsgrad=False, maximize=False)
-
-
-
 class LossTerms(NamedTuple):
     """One gradient step's loss terms (0-d) and log-ratios log pi/pi_old ([B]), detached: the diagnostics' inputs."""
 
@@ -144,14 +109,11 @@ class PPO(OnPolicyAlgorithm):
         self.cfg = cfg
         self.device = device
         self.policy = ActorCritic(observation_space, action_space, cfg.hidden_sizes, cfg.activation,
-                                  cfg.ortho_init, cfg.log_std_init).to(device)
-        # All parameters live in one flat tensor (see flatten_parameters): zeroing the gradients,
-        # clipping them and the Adam step are one op each instead of one per parameter tensor.
-        self.params = [flatten_parameters(self.policy)]
-        self._grad = self.params[0].grad
-        self._a_view = next(self.policy.parameters())  # one of the views, to notice a zero_grad(set_to_none=True)
-        fused = device.type == "cpu" or device.type == "cuda"
-        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.adam_eps, fused=fused)
+                                  cfg.ortho_init, cfg.log_std_init, cfg.fused).to(device)
+        if cfg.fused:  # rlrun/fused.py: all parameters in one flat tensor, one op per zero_grad, clip and Adam
+            self.optimizer = FlatAdam(self.policy, cfg.lr, cfg.adam_eps)
+        else:
+            self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
         self.clip = cfg.clip_coef
         self.vf_clip = cfg.vf_clip_coef if cfg.vf_clip_coef is not None else cfg.clip_coef
 
@@ -202,14 +164,14 @@ class PPO(OnPolicyAlgorithm):
 
     def gradient_step(self, loss: torch.Tensor) -> None:
         """One gradient step on ``loss``: backward, global norm clipping, Adam."""
-        if self.params[0].grad is None or self._a_view.grad is None:
-            raise RuntimeError("PPO keeps all gradients in one flat tensor that the parameters' .grad are views "
-                               "into; a zero_grad(set_to_none=True) cut them loose. Leave zeroing to PPO.")
-        self._grad.zero_()  # in place: the parameters' .grad are views into this tensor
+        if self.cfg.fused:
+            self.optimizer.minimize(loss, self.cfg.max_grad_norm)
+            return
+        self.optimizer.zero_grad()
         loss.backward()
         if self.cfg.max_grad_norm is not None:
-            clip_grad_norm(self._grad, self.cfg.max_grad_norm)
-        adam_step(self.optimizer)
+            nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Several epochs of shuffled minibatch steps on a flattened rollout ``batch`` ([B, ...] tensors)."""
