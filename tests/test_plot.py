@@ -15,8 +15,9 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from rlrun import plot
-from rlrun.plot import PlotError, bootstrap_ci, iqm, mean
+from rlrun import plot, stats
+from rlrun.plot import PlotError
+from rlrun.stats import bootstrap_ci, iqm, mean
 
 METRIC = "eval/return_mean"
 
@@ -77,17 +78,17 @@ def test_bootstrap_ci_of_curves_is_per_step():
 
 # ----------------------------------------------------------------- curves on a common grid
 def test_smooth_is_a_trailing_moving_average():
-    np.testing.assert_allclose(plot.smooth(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), 2), [1.0, 1.5, 2.5, 3.5, 4.5])
-    np.testing.assert_allclose(plot.smooth(np.array([3.0, 6.0, 9.0]), 3), [3.0, 4.5, 6.0])
-    np.testing.assert_array_equal(plot.smooth(np.array([1.0, 9.0]), 1), [1.0, 9.0])
+    np.testing.assert_allclose(stats.smooth(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), 2), [1.0, 1.5, 2.5, 3.5, 4.5])
+    np.testing.assert_allclose(stats.smooth(np.array([3.0, 6.0, 9.0]), 3), [3.0, 4.5, 6.0])
+    np.testing.assert_array_equal(stats.smooth(np.array([1.0, 9.0]), 1), [1.0, 9.0])
 
 
 def test_grid_is_the_union_of_steps_where_all_runs_overlap_and_values_are_interpolated():
     a = (np.array([0.0, 10.0, 20.0, 30.0]), np.array([0.0, 1.0, 2.0, 3.0]))
     b = (np.array([5.0, 15.0, 25.0]), np.array([10.0, 20.0, 30.0]))
-    grid = plot.common_grid([a[0], b[0]])
+    grid = stats.common_grid([a[0], b[0]])
     np.testing.assert_array_equal(grid, [5.0, 10.0, 15.0, 20.0, 25.0])
-    np.testing.assert_allclose(plot.align([a, b], grid), [[0.5, 1.0, 1.5, 2.0, 2.5], [10.0, 15.0, 20.0, 25.0, 30.0]])
+    np.testing.assert_allclose(stats.align([a, b], grid), [[0.5, 1.0, 1.5, 2.0, 2.5], [10.0, 15.0, 20.0, 25.0, 30.0]])
 
 
 # ----------------------------------------------------------------- run folders made by hand
