@@ -146,22 +146,7 @@ def evaluate_run(
     with a message for the user.
     """
     run_dir = Path(run_dir)
-    if episodes < 1:
-        raise EvalError(f"episodes={episodes} is not accepted: expected an integer >= 1.")
-    if render_episodes < 1:
-        raise EvalError(f"render_episodes={render_episodes} is not accepted: expected an integer >= 1.")
-    top = 2**31 - max(episodes, render_episodes)  # env seeds are 31-bit; episode i uses seed + i
-    if not 0 <= seed < top:
-        raise EvalError(f"seed={seed} is not accepted: expected an integer in [0, {top}).")
-    if render not in (None, "human"):
-        raise EvalError(f"render={render!r} is not accepted: the one window mode is 'human' (use video for mp4s).")
-    if render == "human" and video:
-        raise EvalError("--render human and --video cannot be combined (an env draws either to a window or to "
-                        "images): run rlrun eval twice.")
-    if render == "human" and not has_display():
-        raise EvalError("--render human needs a display, but neither $DISPLAY nor $WAYLAND_DISPLAY is set (a "
-                        "headless machine or an ssh session without X forwarding). Record the episodes instead "
-                        "with --video: mp4 files you can watch anywhere.")
+    check_request(episodes, seed, video, render, render_episodes)
     _check_run_dir(run_dir)
     dev = resolve_device(device)
     path = find_checkpoint(run_dir, checkpoint)
@@ -184,13 +169,7 @@ def evaluate_run(
             returns += got[: episodes - start].tolist()
         rendered = None
         if shown_env is not None:
-            shown = [float(evaluate(agent.policy, shown_env, seed + i, deterministic)[0])
-                     for i in range(render_episodes)]
-            shown_env.close()  # RecordVideo writes the last episode's mp4 here
-            rendered = {"mode": "human" if render else "rgb_array", "episodes": render_episodes, "returns": shown,
-                        "video_dir": str(folder) if folder else None,
-                        "videos": [str(v) for i in range(render_episodes)
-                                   if folder and (v := folder / f"eval-episode-{i}.mp4").is_file()]}
+            rendered = play_shown(agent.policy, shown_env, seed, deterministic, render_episodes, folder)
     finally:
         for env in (shown_env, eval_env):
             if env is not None:
@@ -206,6 +185,36 @@ def evaluate_run(
         "min": float(values.min()), "max": float(values.max()),
         "rendered": rendered,
     }
+
+
+def check_request(episodes: int, seed: int, video: bool, render: str | None, render_episodes: int) -> None:
+    """Refuse, in one paragraph, what :func:`evaluate_run` cannot do, before any file is read."""
+    if episodes < 1:
+        raise EvalError(f"episodes={episodes} is not accepted: expected an integer >= 1.")
+    if render_episodes < 1:
+        raise EvalError(f"render_episodes={render_episodes} is not accepted: expected an integer >= 1.")
+    top = 2**31 - max(episodes, render_episodes)  # env seeds are 31-bit; episode i uses seed + i
+    if not 0 <= seed < top:
+        raise EvalError(f"seed={seed} is not accepted: expected an integer in [0, {top}).")
+    if render not in (None, "human"):
+        raise EvalError(f"render={render!r} is not accepted: the one window mode is 'human' (use video for mp4s).")
+    if render == "human" and video:
+        raise EvalError("--render human and --video cannot be combined (an env draws either to a window or to "
+                        "images): run rlrun eval twice.")
+    if render == "human" and not has_display():
+        raise EvalError("--render human needs a display, but neither $DISPLAY nor $WAYLAND_DISPLAY is set (a "
+                        "headless machine or an ssh session without X forwarding). Record the episodes instead "
+                        "with --video: mp4 files you can watch anywhere.")
+
+
+def play_shown(policy, shown_env: VecEnv, seed: int, deterministic: bool, episodes: int,
+               folder: Path | None) -> dict[str, Any]:
+    """Play ``episodes`` episodes on the rendering env (a window, or mp4s in ``folder``); what was shown."""
+    shown = [float(evaluate(policy, shown_env, seed + i, deterministic)[0]) for i in range(episodes)]
+    shown_env.close()  # RecordVideo writes the last episode's mp4 here
+    return {"mode": "rgb_array" if folder else "human", "episodes": episodes, "returns": shown,
+            "video_dir": str(folder) if folder else None,
+            "videos": [str(v) for i in range(episodes) if folder and (v := folder / f"eval-episode-{i}.mp4").is_file()]}
 
 
 def _shown_env(cfg: TrainConfig, eval_env: VecEnv, mode: str, device: torch.device,

@@ -148,6 +148,31 @@ def fire_variants(action_set: list[Any]) -> np.ndarray | None:
     return np.asarray(table, dtype=np.int64)
 
 
+def _ale_vector_env(vector_env, game: str, num_envs: int, env_cfg: EnvConfig):
+    """ale_py's C++ vector env with the preprocessing that :class:`AtariVecEnv` leaves to it, and none of what
+    it does itself (episodic life, life-loss info, reward clipping, the frame limit)."""
+    return vector_env.AtariVectorEnv(
+        game,
+        num_envs,
+        num_threads=env_cfg.num_threads,
+        max_num_frames_per_episode=_ALE_NO_FRAME_LIMIT,
+        repeat_action_probability=env_cfg.repeat_action_probability,
+        full_action_space=False,
+        autoreset_mode=AutoresetMode.SAME_STEP,
+        img_height=84,
+        img_width=84,
+        grayscale=True,
+        stack_num=env_cfg.frame_stack,
+        frameskip=env_cfg.frame_skip,
+        maxpool=True,
+        noop_max=env_cfg.noop_max,
+        episodic_life=False,  # ale_py's version resets the whole game on a life loss
+        life_loss_info=False,  # life losses are detected here from info["lives"]
+        reward_clipping=False,  # the raw reward is needed for statistics; clipped here
+        use_fire_reset=env_cfg.fire_reset,
+    )
+
+
 class AtariVecEnv(VecEnv):
     """``num_envs`` preprocessed Atari games stepped by ALE's threads; see the module docstring."""
 
@@ -182,26 +207,7 @@ class AtariVecEnv(VecEnv):
             limit = min(limit, env_cfg.max_episode_steps)
         self.max_steps = limit
 
-        self._env = vector_env.AtariVectorEnv(
-            self.game,
-            num_envs,
-            num_threads=env_cfg.num_threads,
-            max_num_frames_per_episode=_ALE_NO_FRAME_LIMIT,
-            repeat_action_probability=env_cfg.repeat_action_probability,
-            full_action_space=False,
-            autoreset_mode=AutoresetMode.SAME_STEP,
-            img_height=84,
-            img_width=84,
-            grayscale=True,
-            stack_num=env_cfg.frame_stack,
-            frameskip=env_cfg.frame_skip,
-            maxpool=True,
-            noop_max=env_cfg.noop_max,
-            episodic_life=False,  # ale_py's version resets the whole game on a life loss
-            life_loss_info=False,  # life losses are detected here from info["lives"]
-            reward_clipping=False,  # the raw reward is needed for statistics; clipped here
-            use_fire_reset=env_cfg.fire_reset,
-        )
+        self._env = _ale_vector_env(vector_env, self.game, num_envs, env_cfg)
         self.single_observation_space = gym.spaces.Box(
             0, 255, (env_cfg.frame_stack, 84, 84), np.uint8
         )
@@ -225,6 +231,23 @@ class AtariVecEnv(VecEnv):
         if self._env is None:
             raise RuntimeError("AtariVecEnv is closed.")
 
+    def _checked_actions(self, actions: torch.Tensor) -> np.ndarray:
+        """The actions as ale_py takes them, [N] int64 on the host; refuses a wrong shape or range."""
+        self._check_open()
+        if self._needs_reset:
+            raise RuntimeError("AtariVecEnv.step() called before reset().")
+        act = torch.as_tensor(actions).detach().to("cpu", torch.int64).numpy().reshape(-1)
+        if act.shape != (self.num_envs,):
+            raise ValueError(
+                f"actions must have shape [{self.num_envs}], got {tuple(torch.as_tensor(actions).shape)}"
+            )
+        # An action out of range would make an ale_py worker throw and the batch never complete.
+        if act.min() < 0 or act.max() >= self._num_actions:
+            raise ValueError(
+                f"actions must lie in [0, {self._num_actions}) for {self.game}, got {act.tolist()}"
+            )
+        return act
+
     # ------------------------------------------------------------------ contract
     def reset(self, seed: int | None = None) -> torch.Tensor:
         self._check_open()
@@ -240,20 +263,7 @@ class AtariVecEnv(VecEnv):
         return self._to_device(obs)
 
     def step(self, actions: torch.Tensor) -> StepResult:
-        self._check_open()
-        if self._needs_reset:
-            raise RuntimeError("AtariVecEnv.step() called before reset().")
-        act = torch.as_tensor(actions).detach().to("cpu", torch.int64).numpy().reshape(-1)
-        if act.shape != (self.num_envs,):
-            raise ValueError(
-                f"actions must have shape [{self.num_envs}], got {tuple(torch.as_tensor(actions).shape)}"
-            )
-        # An action out of range would make an ale_py worker throw and the batch never complete.
-        if act.min() < 0 or act.max() >= self._num_actions:
-            raise ValueError(
-                f"actions must lie in [0, {self._num_actions}) for {self.game}, got {act.tolist()}"
-            )
-
+        act = self._checked_actions(actions)
         if self._fire_due is not None:
             # The envs that lost a life last step press FIRE now (a new array: ``act`` may share
             # the caller's tensor memory).
