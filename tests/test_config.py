@@ -166,3 +166,17 @@ def test_algo_yamls_hold_only_what_differs_from_the_dataclass():
         defaults = dataclasses.asdict(ALGOS[base].Config(name=base))
         repeated = {k: v for k, v in data.items() if k not in ("defaults", "name") and defaults.get(k) == v}
         assert not repeated, f"{path.name} repeats the dataclass defaults {repeated}"
+
+
+def test_env_yamls_hold_only_what_differs_from_the_dataclass():
+    import dataclasses
+
+    import yaml
+
+    from rlrun.config import EnvConfig
+
+    defaults = dataclasses.asdict(EnvConfig())
+    for path in sorted((CONF / "env").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        repeated = {k: v for k, v in data.items() if k not in ("defaults", "name", "id") and defaults.get(k) == v}
+        assert not repeated, f"{path.name} repeats the dataclass defaults {repeated}"
