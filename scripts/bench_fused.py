@@ -14,15 +14,13 @@ runs too (its own defaults), to compare against the code before a change.
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import contextlib
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from trees import ROOT, checkout, run_in_tree
+
 ONE_RUN = """
 import json, sys
 from hydra import compose, initialize_config_module
@@ -39,15 +37,7 @@ print("RESULT " + json.dumps({"seconds": summary["steps"] / summary["sps"], "rlr
 
 
 def run(tree: Path, overrides: list[str], run_dir: Path) -> dict:
-    done = subprocess.run([sys.executable, "-c", ONE_RUN, str(run_dir), *overrides], cwd=tree,
-                          env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True, check=False)
-    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if line is None:
-        raise SystemExit(f"{overrides} failed with {tree}:\n{done.stdout}{done.stderr}")
-    result = json.loads(line[len("RESULT "):])
-    if not result["rlrun"].startswith(str(tree)):
-        raise SystemExit(f"the run imported {result['rlrun']}, not the rlrun of {tree}")
-    return result
+    return run_in_tree(tree, ONE_RUN, str(run_dir), *overrides)
 
 
 def main() -> None:
@@ -58,24 +48,18 @@ def main() -> None:
     args = parser.parse_args()
     base = ["experiment=ppo_cartpole_zoo"] if args.algo == "ppo" else [f"algo={args.algo}", "env=CartPole",
                                                                         "eval.stop_at_threshold=false"]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         contenders = {"plain": (ROOT, [*base, "algo.fused=false"]), "fused": (ROOT, [*base, "algo.fused=true"])}
         if args.before:
-            before = Path(tmp) / "before"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.before],
-                           check=True, capture_output=True)
-            contenders[f"before ({args.before})"] = (before, base)
+            contenders[f"before ({args.before})"] = (stack.enter_context(checkout(args.before, Path(tmp) / "before")),
+                                                    base)
         seconds: dict[str, list[float]] = {name: [] for name in contenders}
-        try:
-            for r in range(args.rounds):
-                for name, (tree, overrides) in contenders.items():
-                    result = run(tree, overrides, Path(tmp) / f"{name.split()[0]}_{r}")
-                    seconds[name].append(result["seconds"])
-                    print(f"round {r}: {name:<24} {result['seconds']:6.2f} s  final eval {result['final']:.0f}",
-                          flush=True)
-        finally:
-            if args.before:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], check=False)
+        for r in range(args.rounds):
+            for name, (tree, overrides) in contenders.items():
+                result = run(tree, overrides, Path(tmp) / f"{name.split()[0]}_{r}")
+                seconds[name].append(result["seconds"])
+                print(f"round {r}: {name:<24} {result['seconds']:6.2f} s  final eval {result['final']:.0f}",
+                      flush=True)
     reference = statistics.median(seconds["plain"])
     print(f"\n| contender | median training seconds ({args.rounds} rounds) | ratio to plain |\n|---|---|---|")
     for name, values in seconds.items():

@@ -15,14 +15,13 @@ deterministic per seed on the CPU; seconds depend on what else the machine does.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from trees import ROOT, checkout, run_in_tree
+
 ONE_RUN = """
 import json, sys
 from hydra import compose, initialize_config_module
@@ -43,17 +42,7 @@ print("RESULT " + json.dumps(summary))
 
 def run(tree: Path, algo: str, env: str, seed: int, workdir: Path) -> dict:
     """One run of the (algo, env) preset with the rlrun found in ``tree``; its summary."""
-    run_dir = workdir / f"{tree.name}_{algo}_{env}_s{seed}"
-    environ = {**os.environ, "PYTHONPATH": str(tree)}
-    done = subprocess.run([sys.executable, "-c", ONE_RUN, algo, env, str(seed), str(run_dir)], cwd=tree,
-                          env=environ, capture_output=True, text=True, check=False)
-    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if line is None:
-        raise SystemExit(f"{algo} {env} seed {seed} failed with {tree}:\n{done.stdout}{done.stderr}")
-    summary = json.loads(line[len("RESULT "):])
-    if not summary["rlrun"].startswith(str(tree)):
-        raise SystemExit(f"the run imported {summary['rlrun']}, not the rlrun of {tree}")
-    return summary
+    return run_in_tree(tree, ONE_RUN, algo, env, str(seed), str(workdir / f"{tree.name}_{algo}_{env}_s{seed}"))
 
 
 def cell(summary: dict) -> str:
@@ -73,29 +62,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="append one JSON line per run here")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         trees = {"now": ROOT}
         if args.before:
-            before = Path(tmp) / "before"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.before],
-                           check=True, capture_output=True)
-            trees = {f"before ({args.before})": before, "now": ROOT}
-        try:
-            header = "| algo | env | code | " + " | ".join(f"seed {s}" for s in args.seeds) + " |"
-            rows = [header, "|" + "---|" * (3 + len(args.seeds))]
-            for env in args.envs:
-                for algo in args.algos:
-                    for label, tree in trees.items():
-                        summaries = [run(tree, algo, env, seed, Path(tmp)) for seed in args.seeds]
-                        rows.append(f"| {algo} | {env} | {label} | " + " | ".join(map(cell, summaries)) + " |")
-                        print(rows[-1], flush=True)
-                        if args.out:
-                            with args.out.open("a") as f:
-                                for summary in summaries:
-                                    f.write(json.dumps({"code": label, **summary}) + "\n")
-        finally:
-            if args.before:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], check=False)
+            trees = {f"before ({args.before})": stack.enter_context(checkout(args.before, Path(tmp) / "before")),
+                     "now": ROOT}
+        header = "| algo | env | code | " + " | ".join(f"seed {s}" for s in args.seeds) + " |"
+        rows = [header, "|" + "---|" * (3 + len(args.seeds))]
+        for env in args.envs:
+            for algo in args.algos:
+                for label, tree in trees.items():
+                    summaries = [run(tree, algo, env, seed, Path(tmp)) for seed in args.seeds]
+                    rows.append(f"| {algo} | {env} | {label} | " + " | ".join(map(cell, summaries)) + " |")
+                    print(rows[-1], flush=True)
+                    if args.out:
+                        with args.out.open("a") as f:
+                            for summary in summaries:
+                                f.write(json.dumps({"code": label, **summary}) + "\n")
     print("\n".join(rows))
 
 
