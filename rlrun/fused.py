@@ -244,7 +244,6 @@ class FlatAdam:
         self.a_view = next(module.parameters())  # one of the views, to notice a zero_grad(set_to_none=True)
         fused = self.params[0].device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(self.params, lr=lr, eps=eps, fused=fused)
-        self.param_groups, self.state = self.optimizer.param_groups, self.optimizer.state
 
     def minimize(self, loss: torch.Tensor, max_grad_norm: float | None) -> None:
         """One gradient step on ``loss``: backward, global norm clipping, Adam."""
@@ -256,6 +255,14 @@ class FlatAdam:
         if max_grad_norm is not None:
             clip_grad_norm(self.grad, max_grad_norm)
         adam_step(self.optimizer)
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.optimizer.param_groups  # looked up each time: load_state_dict replaces the list
+
+    @property
+    def state(self) -> dict:
+        return self.optimizer.state
 
     def state_dict(self) -> dict:
         return self.optimizer.state_dict()

@@ -65,3 +65,13 @@ def test_ppo_updates_agree_with_and_without_the_fused_path(action_space):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
     for key in ("losses/policy_loss", "losses/value_loss", "losses/approx_kl"):
         torch.testing.assert_close(metrics[0][key], metrics[1][key], rtol=1e-4, atol=1e-6)
+
+
+def test_a_learning_rate_set_after_loading_a_state_reaches_the_flat_adam():
+    space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+    agent = PPO(PPOConfig(fused=True), space, gym.spaces.Discrete(2), torch.device("cpu"))
+    obs = torch.randn(8, 4)
+    agent.gradient_step(agent.policy.value(obs).pow(2).mean())  # creates Adam's state
+    agent.optimizer.load_state_dict(agent.optimizer.state_dict())  # as a resume does: the param groups are new
+    agent.set_progress(0.5)
+    assert agent.optimizer.optimizer.param_groups[0]["lr"] == pytest.approx(agent.cfg.lr * 0.5)
