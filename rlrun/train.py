@@ -235,6 +235,7 @@ def train(cfg: DictConfig | TrainConfig | dict, signals: StopSignals | None = No
         logger.config(flatten({k: v for k, v in to_dict(cfg).items() if k not in ("run_dir", "resume")}))
         signals = signals or StopSignals()
         run = Run(cfg, run_dir, agent, env, eval_env, logger, reward_threshold(cfg.env), state, signals)
+        del state  # the run keeps what it still needs; a saved replay buffer (GBs) is freed once the loop loads it
         return execute(run, signals)
 
 
