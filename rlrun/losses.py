@@ -3,6 +3,9 @@ equation: advantage normalisation, the critic's value losses, the approximate KL
 
 PPO's clipped surrogate stays in :mod:`rlrun.algos.ppo`, the trust-region machinery in :mod:`rlrun.trust_region`,
 the return estimators (GAE, reward-to-go, n-step) in :mod:`rlrun.returns`.
+
+Expectations E[.] are means over the last dimension: a batch [B] gives a 0-d tensor, and the stacked batches
+[P, B] of a population (:mod:`rlrun.population`) give one value per member [P].
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ def normalize_advantages(advantages: torch.Tensor) -> torch.Tensor:
 
     A single sample has no spread: it normalises to 0 (its std would be NaN and poison every parameter).
     """
-    if advantages.numel() < 2:
-        return advantages - advantages.mean()
-    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    mean = advantages.mean(-1, keepdim=True)
+    if advantages.shape[-1] < 2:
+        return advantages - mean
+    return (advantages - mean) / (advantages.std(-1, keepdim=True) + 1e-8)
 
 
 def value_loss(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
@@ -28,11 +32,11 @@ def value_loss(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
     as openai/baselines' a2c and trpo_mpi, Stable-Baselines3 and Spinning Up write it (no 1/2: with
     ``vf_coef`` 0.5 A2C's critic term is 0.5 E[(V - R)^2]; PPO's :func:`clipped_value_loss` has the 1/2).
     """
-    return (values - returns).pow(2).mean()
+    return (values - returns).pow(2).mean(-1)
 
 
 def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
-                       clip: float | None) -> torch.Tensor:
+                       clip: float | torch.Tensor | None) -> torch.Tensor:
     """PPO's value loss, optionally clipped around the values at collection time:
 
         L_V = 1/2 E[ max( (V - R)^2, (V_old + clip(V - V_old, -eps, eps) - R)^2 ) ]
@@ -44,15 +48,15 @@ def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: 
     if clip is not None:
         v_clipped = old_values + (values - old_values).clamp(-clip, clip)
         loss = torch.maximum(loss, (v_clipped - returns).pow(2))
-    return 0.5 * loss.mean()
+    return 0.5 * loss.mean(-1)
 
 
 def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
     """KL(pi_old || pi) estimated from samples of pi_old: E[(r - 1) - log r] (Schulman's k3, always >= 0)."""
-    return ((log_ratio.exp() - 1.0) - log_ratio).mean()
+    return ((log_ratio.exp() - 1.0) - log_ratio).mean(-1)
 
 
 def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1 - Var[target - pred] / Var[target]: 1 is a perfect critic, 0 no better than a constant."""
-    var = target.var()
-    return torch.where(var > 0, 1.0 - (target - pred).var() / var, torch.full_like(var, float("nan")))
+    var = target.var(-1)
+    return torch.where(var > 0, 1.0 - (target - pred).var(-1) / var, torch.full_like(var, float("nan")))

@@ -187,14 +187,19 @@ class Run:
 
     # --------------------------------------------------------------- evaluation and checkpoints
     def run_eval(self) -> float:
+        """Evaluate the agent now (``eval.episodes`` episodes); the mean return."""
         start = time.perf_counter()
         seed = env_seed(self.cfg.seed, EVAL_SEEDS, self.eval_count)
         returns = evaluate(self.agent.policy, self.eval_env, seed, self.cfg.eval.deterministic)
+        return self.record_eval(returns, time.perf_counter() - start)
+
+    def record_eval(self, returns: torch.Tensor, seconds: float) -> float:
+        """Log an evaluation's episode returns [episodes] (taking ``seconds``), track the best and the threshold."""
         self.eval_count += 1
         mean = float(returns.mean())
         self.final_eval_return, self.last_eval_step = mean, self.step
         self.best_eval_return = mean if self.best_eval_return is None else max(self.best_eval_return, mean)
-        self.eval_seconds += time.perf_counter() - start
+        self.eval_seconds += seconds
         if self.threshold is not None and self.steps_to_threshold is None and mean >= self.threshold:
             self.steps_to_threshold, self.seconds_to_threshold = self.step, round(self.train_seconds(), 3)
         self.logger.scalars({"eval/return_mean": mean, "eval/return_std": float(returns.std(unbiased=False)),

@@ -106,9 +106,9 @@ class A2C(PolicyGradient):
         cfg = self.cfg
         logp, entropy, values = self.policy.evaluate(batch["obs"], batch["actions"])
         advantages = normalize_advantages(batch["advantages"]) if cfg.norm_adv else batch["advantages"]
-        policy_loss = -(logp * advantages).mean()
+        policy_loss = -(logp * advantages).mean(-1)  # means over the samples (a population's: one per member)
         critic_loss = value_loss(values, batch["returns"])
-        entropy = entropy.mean()
+        entropy = entropy.mean(-1)
         loss = policy_loss + cfg.vf_coef * critic_loss - cfg.ent_coef * entropy
         self.gradient_step(self.optimizers["policy"], loss, self.params)
         return {"losses/policy_loss": policy_loss.detach(), "losses/value_loss": critic_loss.detach(),

@@ -63,31 +63,29 @@ class PPOConfig(OnPolicyConfig):
             positive("algo.target_kl", self.target_kl)
 
 
-def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip: float) -> torch.Tensor:
+def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip: float | torch.Tensor) -> torch.Tensor:
     """PPO's clipped objective as a loss to minimise:
 
         L = -E[ min( r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t ) ],   r_t = pi(a_t|s_t) / pi_old(a_t|s_t)
+
+    E is the mean over the last dimension ([B] -> 0-d; a population's [P, B] with eps [P, 1] -> [P]).
     """
     unclipped = ratio * advantages  # [B]
     clipped = ratio.clamp(1.0 - clip, 1.0 + clip) * advantages  # [B]
-    return -torch.minimum(unclipped, clipped).mean()
+    return -torch.minimum(unclipped, clipped).mean(-1)
 
 
-
-
-
-def clip_fraction(ratio: torch.Tensor, clip: float) -> torch.Tensor:
+def clip_fraction(ratio: torch.Tensor, clip: float | torch.Tensor) -> torch.Tensor:
     """Fraction of samples whose ratio lies outside [1 - eps, 1 + eps], where the clipped objective has no gradient."""
-    return ((ratio - 1.0).abs() > clip).float().mean()
-
+    return ((ratio - 1.0).abs() > clip).float().mean(-1)
 
 
 def mean_over_steps(fn: Callable[[torch.Tensor], torch.Tensor], per_step: list[torch.Tensor]) -> torch.Tensor:
-    """The mean over gradient steps of ``fn(per_step[i])``, a mean over samples: one call when all steps had
-    the same number of samples (then the mean over the stacked [steps, B] equals the mean of step means)."""
+    """The mean over gradient steps of ``fn(per_step[i])``, a mean over the samples' (last) dimension: one call
+    when all steps had the same number of samples (on the stacked [steps, ..., B])."""
     if all(x.shape == per_step[0].shape for x in per_step):
-        return fn(torch.stack(per_step))
-    return torch.stack([fn(x) for x in per_step]).mean()
+        return fn(torch.stack(per_step)).mean(0)
+    return torch.stack([fn(x) for x in per_step]).mean(0)
 
 
 class LossTerms(NamedTuple):
@@ -116,6 +114,7 @@ class PPO(OnPolicyAlgorithm):
             self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
         self.clip = cfg.clip_coef
         self.vf_clip = cfg.vf_clip_coef if cfg.vf_clip_coef is not None else cfg.clip_coef
+        self.entropy_bonus = bool(cfg.ent_coef)
 
     def set_progress(self, fraction: float) -> dict[str, float]:
         """Anneal the learning rate and clip ranges, as switched on, for the iteration starting at ``fraction``."""
@@ -142,9 +141,9 @@ class PPO(OnPolicyAlgorithm):
             advantages = normalize_advantages(advantages)
         policy_loss = clipped_surrogate(log_ratio.exp(), advantages, self.clip)
         value_loss = clipped_value_loss(values, old_values, returns, self.vf_clip if cfg.clip_vloss else None)
-        entropy = entropy.mean()
+        entropy = entropy.mean(-1)
         total = policy_loss + cfg.vf_coef * value_loss
-        if cfg.ent_coef:  # with ent_coef = 0 the entropy stays out of the graph that backward walks
+        if self.entropy_bonus:  # with ent_coef = 0 the entropy stays out of the graph that backward walks
             total = total - cfg.ent_coef * entropy
         return total, LossTerms(policy_loss.detach(), value_loss.detach(), entropy.detach(), log_ratio.detach())
 
@@ -154,7 +153,7 @@ class PPO(OnPolicyAlgorithm):
         Computed once from all steps' terms instead of on every step: ~15 small ops per step that
         are a measurable share of a small-MLP update.
         """
-        losses = torch.stack([x for t in terms for x in t[:3]]).view(len(terms), 3).mean(0)  # [3]
+        losses = torch.stack([torch.stack(t[:3]) for t in terms]).mean(0)  # [3] (a population's: [3, P])
         log_ratios = [t.log_ratio for t in terms]
         return {
             "policy_loss": losses[0], "value_loss": losses[1], "entropy": losses[2],
@@ -173,10 +172,23 @@ class PPO(OnPolicyAlgorithm):
             nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
         self.optimizer.step()
 
+    def shuffle(self, size: int) -> torch.Tensor:
+        """A random order of the batch's ``size`` samples for one epoch."""
+        return torch.randperm(size, device=self.device)
+
+    @staticmethod
+    def take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The minibatch ``idx`` of a batch tensor ``x``."""
+        return x[idx]
+
+    def stop_early(self, epoch_kl: torch.Tensor) -> bool:
+        """KL early stop (``target_kl``): True skips the remaining epochs."""
+        return epoch_kl.item() > self.cfg.target_kl
+
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Several epochs of shuffled minibatch steps on a flattened rollout ``batch`` ([B, ...] tensors)."""
         cfg = self.cfg
-        size = batch["obs"].shape[0]
+        size = batch["logp"].shape[-1]
         mb = min(cfg.minibatch_size, size)
         keys = ("obs", "actions", "logp", "advantages", "returns", "values")
         norm_adv = cfg.norm_adv
@@ -185,20 +197,19 @@ class PPO(OnPolicyAlgorithm):
             norm_adv = False
         terms: list[LossTerms] = []
         for _epoch in range(cfg.update_epochs):
-            order = torch.randperm(size, device=self.device) if mb < size else None
+            order = self.shuffle(size) if mb < size else None
             epoch_start = len(terms)
             for start in range(0, size, mb):
                 if order is None:
                     parts = [batch[k] for k in keys]
                 else:
-                    idx = order[start:start + mb]
-                    parts = [batch[k][idx] for k in keys]
+                    parts = [self.take(batch[k], order[..., start:start + mb]) for k in keys]
                 total, step_terms = self.loss(*parts, norm_adv)
                 self.gradient_step(total)
                 terms.append(step_terms)
             if cfg.target_kl is not None:
                 epoch_kl = mean_over_steps(approx_kl, [t.log_ratio for t in terms[epoch_start:]])
-                if epoch_kl.item() > cfg.target_kl:
+                if self.stop_early(epoch_kl):
                     break
         out = {f"losses/{k}": v for k, v in self.diagnostics(terms).items()}
         out["losses/explained_variance"] = explained_variance(batch["values"], batch["returns"])
