@@ -94,7 +94,7 @@ def episode_steps(done: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def discount_weights(steps: torch.Tensor, gamma: float) -> torch.Tensor:
+def discount_weights(steps: torch.Tensor, gamma: float | torch.Tensor) -> torch.Tensor:
     """The gamma^k factor of the discounted policy gradient,
 
         grad J = E[ sum_k gamma^k * grad log pi(a_k|s_k) * G_k ],
@@ -103,7 +103,7 @@ def discount_weights(steps: torch.Tensor, gamma: float) -> torch.Tensor:
     (it down-weights late states, so the estimator is then biased w.r.t. the discounted objective
     but learns faster); rlrun keeps it as a switch. Returns gamma^k [T, N] (float32).
     """
-    return torch.pow(torch.tensor(gamma, dtype=torch.float64, device=steps.device), steps).to(torch.float32)
+    return torch.pow(torch.as_tensor(gamma, dtype=torch.float64, device=steps.device), steps).to(torch.float32)
 
 
 def n_step_return(

@@ -14,7 +14,8 @@ from rlrun.algos.a2c import A2C, A2CConfig
 from rlrun.algos.ppo import PPO, PPOConfig
 from rlrun.checkpoint import load_newest
 from rlrun.population import group_key, why_not_batchable
-from rlrun.population.algos import PopulationA2C, PopulationPPO
+from rlrun.algos.vpg import VPG, VPGConfig
+from rlrun.population.algos import PopulationA2C, PopulationPPO, PopulationVPG
 from rlrun.population.stacked import StackedAdam, clip_member_grads
 from rlrun.population.train import train_population
 from rlrun.train import train
@@ -58,16 +59,19 @@ def test_clip_member_grads_by_hand():
     torch.testing.assert_close(grad, torch.tensor([[0.6, 0.8], [0.3, 0.4], [30.0, 40.0]]), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "vpg"])
 def test_one_member_updates_as_its_single_run(algo):
     """A population of one, started from the single run's parameters, makes the single run's updates
     (plain torch path on both sides: nn.Tanh, torch.optim)."""
     if algo == "ppo":
         cfg = PPOConfig(fused=False, update_epochs=3, minibatch_size=64, ent_coef=0.01, clip_vloss=True)
         single_cls, pop_cls = PPO, PopulationPPO
-    else:
+    elif algo == "a2c":
         cfg = A2CConfig(fused=False, ent_coef=0.01)
         single_cls, pop_cls = A2C, PopulationA2C
+    else:
+        cfg = VPGConfig(fused=False, ent_coef=0.01, batch_mode="steps", vf_epochs=2, vf_minibatch_size=64)
+        single_cls, pop_cls = VPG, PopulationVPG
     torch.manual_seed(1)
     single = single_cls(cfg, OBS, ACT, CPU)
     torch.manual_seed(1)
@@ -76,9 +80,11 @@ def test_one_member_updates_as_its_single_run(algo):
     for i in range(3):
         single.set_progress(i / 10)
         population.set_progress(i / 10)
-        b = batch(None, seed=i)
+        b = {**batch(None, seed=i), "weights": None}
+        torch.manual_seed(i)
         single_metrics = single.update(b)
-        pop_metrics = population.update({k: v.unsqueeze(0) for k, v in b.items()})
+        torch.manual_seed(i)  # the critic's minibatch order (VPG)
+        pop_metrics = population.update({k: v.unsqueeze(0) if v is not None else v for k, v in b.items()})
     for name, value in single.policy.state_dict().items():
         torch.testing.assert_close(population.policy.member(0)[name], value, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(pop_metrics["losses/policy_loss"][0], single_metrics["losses/policy_loss"],
@@ -125,9 +131,15 @@ def members(tmp_path, *per_member: list[str], common: tuple[str, ...] = ()) -> l
     return [tiny_config(tmp_path / f"m{p}", f"seed={p}", *common, *extra) for p, extra in enumerate(per_member)]
 
 
-def test_population_members_are_full_runs(tmp_path):
+ALGO_SETTINGS = {"ppo": ("algo=ppo",), "a2c": ("algo=a2c", "algo.num_steps=32"),
+                 "vpg": ("algo=vpg", "algo.batch_mode=steps", "algo.num_steps=32")}
+
+
+@pytest.mark.parametrize("algo", sorted(ALGO_SETTINGS))
+def test_population_members_are_full_runs(tmp_path, algo):
     """Each member has its folder, events, summary and a checkpoint that resumes and evaluates as a single run."""
-    cfgs = members(tmp_path, [], ["algo.lr=1e-3"], common=("algo=ppo", "total_steps=1024"))
+    common = (*ALGO_SETTINGS[algo], "total_steps=1024")
+    cfgs = members(tmp_path, [], ["algo.lr=1e-3"], common=common)
     summaries = train_population(cfgs)
     assert [s["status"] for s in summaries] == ["completed", "completed"]
     assert [s["seed"] for s in summaries] == [0, 1]
@@ -139,7 +151,7 @@ def test_population_members_are_full_runs(tmp_path):
         state = load_newest(folder, CPU)
         assert state["step"] == 1024 and state["config"]["seed"] == p
     # member 1 resumed alone, as an ordinary run, to twice the steps
-    resumed = train(tiny_config(tmp_path / "m1", "seed=1", "algo=ppo", "algo.lr=1e-3", "total_steps=2048",
+    resumed = train(tiny_config(tmp_path / "m1", "seed=1", *common, "algo.lr=1e-3", "total_steps=2048",
                                 f"resume={tmp_path / 'm1'}"))
     assert resumed["status"] == "completed" and resumed["steps"] == 2048
     assert resumed["segments"][0]["end_step"] == 1024
@@ -163,3 +175,23 @@ def test_a_member_at_its_threshold_stops_alone(tmp_path):
     summaries = train_population(cfgs)
     assert summaries[0]["steps"] < summaries[1]["steps"] == 1024
     assert summaries[0]["status"] == summaries[1]["status"] == "completed"
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_fused_stacked_mlps_match_the_plain_path(activation):
+    """StackedMLPs' written-out backward (algo.fused=true) gives the plain baddbmm path's outputs and gradients."""
+    torch.manual_seed(0)
+    from rlrun.population.stacked import StackedActorCritic
+    from rlrun.networks import ActorCritic
+
+    members = [ActorCritic(OBS, ACT, [64, 32], activation) for _ in range(3)]
+    plain = StackedActorCritic(members, activation, fused=False)
+    fused = StackedActorCritic(members, activation, fused=True)
+    obs, actions = torch.randn(3, 50, 4), torch.randint(0, 2, (3, 50))
+    results = []
+    for net in (plain, fused):
+        logp, entropy, value = net.evaluate(obs, actions)
+        (logp.sum() + 0.1 * entropy.sum() + value.pow(2).sum()).backward()
+        results.append((logp, entropy, value, net.flat.grad))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -174,6 +174,15 @@ class OnPolicyAlgorithm:
         """GAE(lambda) advantages and returns of the rollout, flattened to [T * N, ...]."""
         return buffer.compute(self.policy.value, self.cfg.gamma, self.cfg.gae_lambda)
 
+    def shuffle(self, size: int) -> torch.Tensor:
+        """A random order of a batch's ``size`` samples (for one epoch of minibatches)."""
+        return torch.randperm(size, device=self.device)
+
+    @staticmethod
+    def take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The minibatch ``idx`` (a slice of :meth:`shuffle`'s order) of a batch tensor ``x``."""
+        return x[idx]
+
 
 @dataclass
 class PolicyGradientConfig(OnPolicyConfig):
@@ -242,17 +251,17 @@ class PolicyGradient(OnPolicyAlgorithm):
 
         The mean squared error of Spinning Up's VPG, baselines' trpo_mpi and SB3-contrib's TRPO.
         """
-        size = obs.shape[0]
+        size = targets.shape[-1]
         mb = min(minibatch_size, size)
         losses = []
         for _ in range(epochs):
-            order = torch.randperm(size, device=obs.device)
+            order = self.shuffle(size)
             for start in range(0, size, mb):
-                idx = order[start:start + mb]
-                loss = value_loss(self.policy.value(obs[idx]), targets[idx])
+                idx = order[..., start:start + mb]
+                loss = value_loss(self.policy.value(self.take(obs, idx)), self.take(targets, idx))
                 self.gradient_step(self.optimizers["critic"], loss, self.critic_params)
                 losses.append(loss.detach())
-        return torch.stack(losses).mean()
+        return torch.stack(losses).mean(0)
 
     def state_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.state_dict(),

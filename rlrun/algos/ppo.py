@@ -172,15 +172,6 @@ class PPO(OnPolicyAlgorithm):
             nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
         self.optimizer.step()
 
-    def shuffle(self, size: int) -> torch.Tensor:
-        """A random order of the batch's ``size`` samples for one epoch."""
-        return torch.randperm(size, device=self.device)
-
-    @staticmethod
-    def take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """The minibatch ``idx`` of a batch tensor ``x``."""
-        return x[idx]
-
     def stop_early(self, epoch_kl: torch.Tensor) -> bool:
         """KL early stop (``target_kl``): True skips the remaining epochs."""
         return epoch_kl.item() > self.cfg.target_kl

@@ -90,14 +90,14 @@ class VPG(PolicyGradient):
         """Reward-to-go (or episode return), baseline, gamma^t weights; whole-episode batches drop unfinished episodes."""
         cfg = self.cfg
         T, N = buffer.rewards.shape
-        flat = lambda x: x.reshape(T * N, *x.shape[2:])
+        flat = self.batch_layout
+        gamma = self.rollout_gamma(N)
         done = buffer.terminated | buffer.truncated  # [T, N]
         if self.use_baseline:
-            values = self.policy.value(flat(buffer.obs)).reshape(T, N)  # [T, N]
-            next_values = self.policy.value(flat(buffer.next_obs)).reshape(T, N)  # [T, N]
+            values, next_values = self.rollout_values(buffer)  # [T, N] each
         else:
             values = next_values = torch.zeros_like(buffer.rewards)
-        returns = reward_to_go(buffer.rewards, next_values, buffer.terminated, buffer.truncated, cfg.gamma)  # [T, N]
+        returns = reward_to_go(buffer.rewards, next_values, buffer.terminated, buffer.truncated, gamma)  # [T, N]
         weighted = returns
         if not cfg.reward_to_go:
             starts = torch.cat([torch.ones_like(done[:1]), done[:-1]])  # [T, N]
@@ -109,12 +109,27 @@ class VPG(PolicyGradient):
         batch = {
             "obs": flat(buffer.obs), "actions": flat(buffer.actions), "logp": flat(buffer.logp),
             "values": flat(values), "returns": flat(returns), "advantages": flat(weighted - values),
-            "weights": flat(discount_weights(steps, cfg.gamma)) if cfg.gamma_weighting else None,
+            "weights": flat(discount_weights(steps, gamma)) if cfg.gamma_weighting else None,
         }
         if self.whole_episodes:
             keep = flat(kept_steps(done))  # [T * N]
             batch = {k: (v[keep] if v is not None else None) for k, v in batch.items()}
         return batch
+
+    @staticmethod
+    def batch_layout(x: torch.Tensor) -> torch.Tensor:
+        """A rollout tensor [T, N, ...] as the update's batch [T * N, ...]."""
+        return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+    def rollout_gamma(self, num_envs: int) -> float | torch.Tensor:
+        """The discount of each env's rollout (one for all here)."""
+        return self.cfg.gamma
+
+    def rollout_values(self, buffer) -> tuple[torch.Tensor, torch.Tensor]:
+        """V(s_t) and V(s_{t+1}) of the rollout, [T, N] each."""
+        T, N = buffer.rewards.shape
+        values = self.policy.value(self.batch_layout(buffer.obs)).reshape(T, N)
+        return values, self.policy.value(self.batch_layout(buffer.next_obs)).reshape(T, N)
 
     def update(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """One step on -E[w_t log pi(a_t|s_t) A_t] - ent_coef H, then the critic's regression."""
@@ -125,11 +140,11 @@ class VPG(PolicyGradient):
         if batch["weights"] is not None:
             advantages = batch["weights"] * advantages
         logp, entropy = self.policy.log_prob_entropy(self.policy.policy_params(obs), actions)
-        policy_loss = -(logp * advantages).mean()
-        entropy = entropy.mean()
+        policy_loss = -(logp * advantages).mean(-1)  # means over the samples (a population's: one per member)
+        entropy = entropy.mean(-1)
         self.gradient_step(self.optimizers["policy"], policy_loss - cfg.ent_coef * entropy, self.actor_params)
         out = {"losses/policy_loss": policy_loss.detach(), "losses/entropy": entropy.detach(),
-               "charts/batch_size": torch.tensor(float(obs.shape[0]))}
+               "charts/batch_size": torch.tensor(float(advantages.shape[-1]))}
         with torch.no_grad():
             new_logp, _ = self.policy.log_prob_entropy(self.policy.policy_params(obs), actions)
             out["losses/approx_kl"] = approx_kl(new_logp - batch["logp"])

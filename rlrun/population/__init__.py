@@ -38,6 +38,10 @@ def why_not_batchable(cfg: DictConfig | dict[str, Any]) -> str | None:
         return f"algo={algo['name']} does not train as a population yet (covered: {', '.join(ALGOS)})"
     if cfg.get("resume"):
         return "a resumed run continues alone"
+    if algo["name"] == "vpg" and algo.get("batch_mode", "episodes") != "steps":
+        return "vpg's whole-episode batches (algo.batch_mode=episodes) differ in size between members"
+    if algo["name"] == "a2c" and algo.get("shared_network"):
+        return "algo.shared_network=true is not stacked yet"
     on = [k for k in STATEFUL_SWITCHES if algo.get(k)]
     if on:
         return f"algo.{on[0]}=true keeps running statistics over the whole vector env"

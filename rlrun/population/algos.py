@@ -21,6 +21,7 @@ import torch
 
 from rlrun.algos.a2c import A2C
 from rlrun.algos.ppo import PPO
+from rlrun.algos.vpg import VPG
 from rlrun.fused import FlatAdam
 from rlrun.networks import ActorCritic
 from rlrun.population.stacked import StackedActorCritic, StackedAdam, StackedRMSprop, clip_member_grads
@@ -40,11 +41,12 @@ def shared_or_members(cfgs: list[Any], key: str, device: torch.device) -> float 
 
 
 class Population:
-    """What PPO and A2C populations share: the stacked network, per-member settings, targets, checkpoints."""
+    """What the populations share: the stacked network, per-member settings, targets, freezing, checkpoints."""
 
-    single: type  # the single-run algorithm (PPO, A2C)
+    single: type  # the single-run algorithm (PPO, A2C, VPG)
     num_members: int
     policy: StackedActorCritic
+    stacked: dict[str, Any]  # the stacked optimisers, named as the single run's (policy, critic)
 
     def setup(self, cfgs: list[Any], observation_space: gym.Space, action_space: gym.Space,
               device: torch.device) -> None:
@@ -56,70 +58,94 @@ class Population:
         # Each member is initialised as its single run would be (one after another from torch's generator).
         members = [ActorCritic(observation_space, action_space, c.hidden_sizes, c.activation, c.ortho_init,
                                c.log_std_init).to(device) for c in cfgs]
-        self.policy = StackedActorCritic(members, cfg.activation, fast_tanh_on=cfg.fused)
+        self.policy = StackedActorCritic(members, cfg.activation, fused=cfg.fused)
         # The config the inherited loss reads: the first member's, with each coefficient that differs as [P].
         self.cfg = copy.copy(cfg)
         for key in ("vf_coef", "ent_coef"):
             if hasattr(cfg, key):
                 setattr(self.cfg, key, shared_or_members(cfgs, key, device))
-        self.base_lr = member_values(cfgs, "lr", device)  # [P]
         self.max_grad_norm = member_values(cfgs, "max_grad_norm", device)  # [P], inf where off
+        self.clips = bool(torch.isfinite(self.max_grad_norm).any())
         self.active = torch.ones(self.num_members, device=device)  # 0: the member has stopped (frozen)
         self.rows = torch.arange(self.num_members, device=device).unsqueeze(1)  # [P, 1]
+        self.stacked, self.base_lrs = {}, {}
         self._templates: dict[int, Any] = {}
+
+    def add_stacked(self, name: str, optimizer: Any, lr_key: str) -> None:
+        """Register a stacked optimiser under the single run's name for it, with its members' learning rates."""
+        self.stacked[name] = optimizer
+        self.base_lrs[name] = member_values(self.cfgs, lr_key, self.device)  # [P]
 
     # ----------------------------------------------------------------- members
     def freeze(self, p: int) -> None:
-        """Stop updating member ``p`` (it reached its threshold or diverged): its learning rate is 0 from now."""
+        """Stop updating member ``p`` (it reached its threshold or diverged): its learning rates are 0 from now."""
         self.active[p] = 0.0
-        optimizer = self.stacked_optimizer
-        optimizer.lr = optimizer.lr * self.active.unsqueeze(1)
+        for optimizer in self.stacked.values():
+            optimizer.lr = optimizer.lr * self.active.unsqueeze(1)
 
-    def lr_now(self, fraction: float) -> torch.Tensor:
-        """The members' learning rates [P] for ``fraction`` of training done (annealed linearly to 0 if on)."""
-        return self.base_lr * (1.0 - fraction) if self.cfg.anneal_lr else self.base_lr
+    def set_learning_rates(self, fraction: float) -> dict[str, torch.Tensor]:
+        """Each optimiser's member learning rates for ``fraction`` of training (annealed linearly to 0 if on);
+        the values to log, [P] each."""
+        scale = 1.0 - fraction if self.cfg.anneal_lr else 1.0
+        out = {}
+        for name, optimizer in self.stacked.items():
+            lr = self.base_lrs[name] * scale
+            optimizer.lr = (lr * self.active).unsqueeze(1)
+            out[f"charts/learning_rate{'' if name == 'policy' else '_' + name}"] = lr
+        return out
 
-    def gradient_step_stacked(self, loss: torch.Tensor) -> None:
+    def gradient_step_stacked(self, loss: torch.Tensor, optimizer: Any) -> None:
         """One step for every member: backward of the summed losses [P], per-member clipping, the optimiser."""
-        grad = self.policy.flat.grad
-        grad.zero_()  # in place: the layer views' .grad point into it
+        flat = self.policy.flat
+        flat.grad = None  # backward then hands its [P, D] gradient over without a copy
         loss.sum().backward()
         if self.clips:
-            clip_member_grads(grad, self.max_grad_norm)
-        self.stacked_optimizer.step(grad)
+            clip_member_grads(flat.grad, self.max_grad_norm)
+        optimizer.step(flat.grad)
 
-    @property
-    def clips(self) -> bool:
-        return bool(torch.isfinite(self.max_grad_norm).any())
+    def shuffle(self, size: int) -> torch.Tensor:
+        """An independent random order per member [P, size] (a fixed-size draw: members never shift each other)."""
+        return torch.rand(self.num_members, size, device=self.device).argsort(1)
+
+    def take(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Member p's minibatch ``idx[p]`` of ``x[p]``: [P, B, ...] -> [P, mb, ...]."""
+        return x[self.rows, idx]
 
     # ----------------------------------------------------------------- targets
-    @torch.no_grad()
-    def targets(self, buffer: Any) -> dict[str, torch.Tensor]:
-        """GAE(lambda) per member: the rollout [T, P * N] -> member-major batches [P, T * N, ...]."""
-        T, PN = buffer.rewards.shape
+    def by_member(self, x: torch.Tensor) -> torch.Tensor:
+        """A rollout tensor [T, P * N, ...] as member-major batches [P, T * N, ...]."""
+        T, P = x.shape[0], self.num_members
+        N = x.shape[1] // P
+        return x.reshape(T, P, N, *x.shape[2:]).transpose(0, 1).reshape(P, T * N, *x.shape[2:])
+
+    def by_step(self, x: torch.Tensor, T: int) -> torch.Tensor:
+        """Member-major values [P, T * N] back in the rollout's layout [T, P * N]."""
         P = self.num_members
-        N = PN // P
+        return x.reshape(P, T, -1).transpose(0, 1).reshape(T, -1)
 
-        def by_member(x: torch.Tensor) -> torch.Tensor:  # [T, P * N, ...] -> [P, T * N, ...]
-            return x.reshape(T, P, N, *x.shape[2:]).transpose(0, 1).reshape(P, T * N, *x.shape[2:])
+    def per_env(self, key: str, num_envs: int) -> float | torch.Tensor:
+        """A per-member config value for each env of the population's vector env: a float, or [P * N]."""
+        value = shared_or_members(self.cfgs, key, self.device)
+        return value.repeat_interleave(num_envs // self.num_members) if isinstance(value, torch.Tensor) else value
 
-        def by_step(x: torch.Tensor) -> torch.Tensor:  # [P, T * N] -> [T, P * N]
-            return x.reshape(P, T, N).transpose(0, 1).reshape(T, PN)
+    @torch.no_grad()
+    def rollout_values(self, buffer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """V(s_t) and V(s_{t+1}) of the rollout [T, P * N], each member's envs by its own critic."""
+        T = buffer.rewards.shape[0]
+        values = self.policy.value(self.by_member(buffer.obs))
+        return self.by_step(values, T), self.by_step(self.policy.value(self.by_member(buffer.next_obs)), T)
 
-        obs = by_member(buffer.obs)
-        values = self.policy.value(obs)  # [P, T * N]
-        next_values = self.policy.value(by_member(buffer.next_obs))  # [P, T * N]
-        gamma = self.per_env(self.cfgs, "gamma", N)
-        lam = self.per_env(self.cfgs, "gae_lambda", N)
-        advantages = by_member(gae(buffer.rewards, by_step(values), by_step(next_values), buffer.terminated,
-                                   buffer.truncated, gamma, lam))  # [P, T * N]
-        return {"obs": obs, "actions": by_member(buffer.actions), "logp": by_member(buffer.logp),
-                "values": values, "advantages": advantages, "returns": advantages + values}
-
-    def per_env(self, cfgs: list[Any], key: str, envs_per_member: int) -> float | torch.Tensor:
-        """A per-member value for each env of the population's vector env: a float, or [P * N]."""
-        value = shared_or_members(cfgs, key, self.device)
-        return value.repeat_interleave(envs_per_member) if isinstance(value, torch.Tensor) else value
+    @torch.no_grad()
+    def gae_targets(self, buffer: Any) -> dict[str, torch.Tensor]:
+        """GAE(lambda) per member: the rollout [T, P * N] -> member-major batches [P, T * N, ...]."""
+        values, next_values = self.rollout_values(buffer)
+        num_envs = buffer.rewards.shape[1]
+        advantages = gae(buffer.rewards, values, next_values, buffer.terminated, buffer.truncated,
+                         self.per_env("gamma", num_envs), self.per_env("gae_lambda", num_envs))
+        values, advantages = self.by_member(values), self.by_member(advantages)
+        return {"obs": self.by_member(buffer.obs), "actions": self.by_member(buffer.actions),
+                "logp": self.by_member(buffer.logp), "values": values, "advantages": advantages,
+                "returns": advantages + values}
 
     # ----------------------------------------------------------------- checkpoints
     def template(self, p: int) -> Any:
@@ -129,29 +155,41 @@ class Population:
                 self._templates[p] = self.single(self.cfgs[p], *self.spaces, self.device)
         return self._templates[p]
 
-    def export_optimizer(self, p: int, single_optimizer: Any, policy: ActorCritic, lr: float) -> dict[str, Any]:
-        """Member ``p``'s optimiser state in the layout of the single run's optimiser ``single_optimizer``."""
-        state = single_optimizer.state_dict()
-        for group in state["param_groups"]:
-            group["lr"] = lr
-        stacked = self.stacked_optimizer
-        if stacked.steps == 0:
-            return state
-        if isinstance(single_optimizer, FlatAdam):  # one flat parameter: the member's row, in the same order
-            state["state"] = {0: stacked.member_state(p)}
-            return state
-        names = {id(param): name for name, param in policy.named_parameters()}
-        params = [q for group in single_optimizer.param_groups for q in group["params"]]
-        state["state"] = {}
-        for i, param in enumerate(params):
-            start, stop = self.policy.columns[names[id(param)]]
-            entry = stacked.member_state(p, slice(start, stop))
-            state["state"][i] = {k: v.view(param.shape) if v.dim() else v for k, v in entry.items()}
-        return state
+    def single_optimizers(self, single: Any) -> dict[str, Any]:
+        """The single run's optimisers by the names of :attr:`stacked`."""
+        return single.optimizers
 
     def member_state_dict(self, p: int) -> dict[str, Any]:
         """Member ``p`` as its single run's ``state_dict()`` (what a checkpoint of that run holds)."""
-        raise NotImplementedError
+        single = self.template(p)
+        single.policy.load_state_dict(self.policy.member(p))
+        for name, optimizer in self.single_optimizers(single).items():
+            optimizer.load_state_dict(self.export_optimizer(p, name, optimizer, single.policy))
+        return single.state_dict()
+
+    def export_optimizer(self, p: int, name: str, single_optimizer: Any, policy: ActorCritic) -> dict[str, Any]:
+        """Member ``p``'s state of the stacked optimiser ``name`` in the layout of the single run's optimiser."""
+        stacked = self.stacked[name]
+        state = single_optimizer.state_dict()
+        for group in state["param_groups"]:
+            group["lr"] = float(stacked.lr[p])
+        state["state"] = {}
+        if stacked.steps == 0:
+            return state
+        names = {id(param): n for n, param in policy.named_parameters()}
+        per_name = {n: stacked.member_state(p, slice(*self.policy.columns[n])) for n in names.values()
+                    if self.policy.columns[n][0] >= (stacked.columns.start or 0)
+                    and self.policy.columns[n][1] <= (stacked.columns.stop or self.policy.flat.shape[1])}
+        if isinstance(single_optimizer, FlatAdam):  # one flat parameter: every parameter in the module's order
+            order = [per_name[n] for n, _ in policy.named_parameters()]
+            state["state"] = {0: {k: order[0][k] if k == "step" else torch.cat([e[k] for e in order])
+                                  for k in order[0]}}
+            return state
+        params = [q for group in single_optimizer.param_groups for q in group["params"]]
+        for i, param in enumerate(params):
+            entry = per_name[names[id(param)]]
+            state["state"][i] = {k: v.view(param.shape) if v.dim() else v for k, v in entry.items()}
+        return state
 
     def state_dict(self) -> dict[str, Any]:
         raise TypeError("a population is saved member by member (member_state_dict)")
@@ -168,8 +206,8 @@ class PopulationPPO(Population, PPO):
     def __init__(self, cfgs: list[Any], observation_space: gym.Space, action_space: gym.Space,
                  device: torch.device):
         self.setup(cfgs, observation_space, action_space, device)
-        self.stacked_optimizer = StackedAdam(self.policy.flat.data, self.base_lr,
-                                             member_values(cfgs, "adam_eps", device))
+        self.add_stacked("policy", StackedAdam(self.policy.flat.data, member_values(cfgs, "lr", device),
+                                               member_values(cfgs, "adam_eps", device)), "lr")
         self.entropy_bonus = any(c.ent_coef for c in cfgs)
         self.clip_coef = member_values(cfgs, "clip_coef", device).unsqueeze(1)  # [P, 1]
         self.vf_clip_coef = torch.tensor([[c.vf_clip_coef if c.vf_clip_coef is not None else c.clip_coef]
@@ -179,45 +217,35 @@ class PopulationPPO(Population, PPO):
     def set_progress(self, fraction: float) -> dict[str, Any]:
         """Each member's learning rate and clip ranges for ``fraction`` of training done; [P] tensors to log."""
         cfg, remaining = self.cfg, 1.0 - fraction
-        lr = self.lr_now(fraction)
-        self.stacked_optimizer.lr = (lr * self.active).unsqueeze(1)
+        out = self.set_learning_rates(fraction)
         self.clip = self.clip_coef * remaining if cfg.anneal_clip else self.clip_coef
         self.vf_clip = self.vf_clip_coef * remaining if cfg.anneal_vf_clip else self.vf_clip_coef
-        out = {"charts/learning_rate": lr, "charts/clip_coef": self.clip.squeeze(1)}
+        out["charts/clip_coef"] = self.clip.squeeze(1)
         if cfg.clip_vloss:
             out["charts/vf_clip_coef"] = self.vf_clip.squeeze(1)
         return out
 
-    def shuffle(self, size: int) -> torch.Tensor:
-        """An independent random order per member [P, size] (a fixed-size draw: members never shift each other)."""
-        return torch.rand(self.num_members, size, device=self.device).argsort(1)
-
-    def take(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Member p's minibatch ``idx[p]`` of ``x[p]``: [P, B, ...] -> [P, mb, ...]."""
-        return x[self.rows, idx]
+    targets = Population.gae_targets
 
     def gradient_step(self, loss: torch.Tensor) -> None:
-        self.gradient_step_stacked(loss)
+        self.gradient_step_stacked(loss, self.stacked["policy"])
 
     def stop_early(self, epoch_kl: torch.Tensor) -> bool:
         """KL early stop per member: a member over ``target_kl`` sits out the rest of this update."""
-        optimizer = self.stacked_optimizer
+        optimizer = self.stacked["policy"]
         optimizer.lr = optimizer.lr.masked_fill((epoch_kl > self.cfg.target_kl).unsqueeze(1), 0.0)
         return bool((optimizer.lr == 0).all())
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        lr = self.stacked_optimizer.lr
+        optimizer = self.stacked["policy"]
+        lr = optimizer.lr
         try:
             return super().update(batch)
         finally:
-            self.stacked_optimizer.lr = lr * self.active.unsqueeze(1)  # after a KL early stop
+            optimizer.lr = lr * self.active.unsqueeze(1)  # as before a KL early stop
 
-    def member_state_dict(self, p: int) -> dict[str, Any]:
-        single = self.template(p)
-        single.policy.load_state_dict(self.policy.member(p))
-        lr = float(self.stacked_optimizer.lr[p])
-        return {"policy": single.policy.state_dict(),
-                "optimizer": self.export_optimizer(p, single.optimizer, single.policy, lr)}
+    def single_optimizers(self, single: Any) -> dict[str, Any]:
+        return {"policy": single.optimizer}
 
 
 class PopulationA2C(Population, A2C):
@@ -228,31 +256,58 @@ class PopulationA2C(Population, A2C):
     def __init__(self, cfgs: list[Any], observation_space: gym.Space, action_space: gym.Space,
                  device: torch.device):
         self.setup(cfgs, observation_space, action_space, device)
-        eps = member_values(cfgs, "adam_eps", device)
+        lr, eps = member_values(cfgs, "lr", device), member_values(cfgs, "adam_eps", device)
         if self.cfg.optimizer == "rmsprop":
-            self.stacked_optimizer = StackedRMSprop(self.policy.flat.data, self.base_lr, eps,
-                                                    member_values(cfgs, "rmsprop_alpha", device))
+            optimizer = StackedRMSprop(self.policy.flat.data, lr, eps, member_values(cfgs, "rmsprop_alpha", device))
         else:
-            self.stacked_optimizer = StackedAdam(self.policy.flat.data, self.base_lr, eps)
-        self.optimizers = {"policy": self.stacked_optimizer}
+            optimizer = StackedAdam(self.policy.flat.data, lr, eps)
+        self.add_stacked("policy", optimizer, "lr")
+        self.optimizers = self.stacked
         self.params = []
         self.set_progress(0.0)
 
-    def set_progress(self, fraction: float) -> dict[str, Any]:
-        lr = self.lr_now(fraction)
-        self.stacked_optimizer.lr = (lr * self.active).unsqueeze(1)
-        return {"charts/learning_rate": lr}
+    set_progress = Population.set_learning_rates
+    targets = Population.gae_targets
 
     def gradient_step(self, optimizer: Any, loss: torch.Tensor, params: list[torch.Tensor]) -> None:
-        self.gradient_step_stacked(loss)
-
-    def member_state_dict(self, p: int) -> dict[str, Any]:
-        single = self.template(p)
-        single.policy.load_state_dict(self.policy.member(p))
-        lr = float(self.stacked_optimizer.lr[p])
-        optimizer = single.optimizers["policy"]
-        return {"policy": single.policy.state_dict(),
-                "optimizers": {"policy": self.export_optimizer(p, optimizer, single.policy, lr)}}
+        self.gradient_step_stacked(loss, optimizer)
 
 
-POPULATION_ALGOS = {"ppo": PopulationPPO, "a2c": PopulationA2C}
+class PopulationVPG(Population, VPG):
+    """VPG with fixed-horizon batches (``batch_mode=steps``) for P members: the policy's and the baseline's
+    Adam step their own columns of the stacked parameters, each with its members' learning rates."""
+
+    single = VPG
+
+    def __init__(self, cfgs: list[Any], observation_space: gym.Space, action_space: gym.Space,
+                 device: torch.device):
+        if cfgs[0].batch_mode != "steps":
+            raise ValueError("VPG populations need algo.batch_mode=steps (whole-episode batches differ in size "
+                             "between members)")
+        self.setup(cfgs, observation_space, action_space, device)
+        self.whole_episodes, self.use_baseline, self.episode_step = False, cfgs[0].baseline == "value", None
+        eps = member_values(cfgs, "adam_eps", device)
+        flat = self.policy.flat.data
+        self.add_stacked("policy", StackedAdam(flat, member_values(cfgs, "lr", device), eps,
+                                               columns=self.policy.actor_columns), "lr")
+        if self.use_baseline:
+            self.add_stacked("critic", StackedAdam(flat, member_values(cfgs, "vf_lr", device), eps,
+                                                   columns=self.policy.critic_columns), "vf_lr")
+        self.optimizers = self.stacked
+        self.actor_params = self.critic_params = []
+        self.set_progress(0.0)
+
+    set_progress = Population.set_learning_rates
+    rollout_values = Population.rollout_values
+
+    def rollout_gamma(self, num_envs: int) -> float | torch.Tensor:
+        return self.per_env("gamma", num_envs)
+
+    def batch_layout(self, x: torch.Tensor) -> torch.Tensor:
+        return self.by_member(x)
+
+    def gradient_step(self, optimizer: Any, loss: torch.Tensor, params: list[torch.Tensor]) -> None:
+        self.gradient_step_stacked(loss, optimizer)
+
+
+POPULATION_ALGOS = {"ppo": PopulationPPO, "a2c": PopulationA2C, "vpg": PopulationVPG}

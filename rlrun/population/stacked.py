@@ -15,13 +15,11 @@ random draw has a fixed size (one member's episodes never shift another's random
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
-from rlrun.fused import tanh as fast_tanh
 from rlrun.networks import (
     ActorCritic,
     categorical_log_prob,
@@ -31,10 +29,9 @@ from rlrun.networks import (
     gaussian_log_prob,
 )
 
-# The layer views' gradients are views into flat.grad with flat's strides, which autograd reports as not
-# obeying its layout contract (a performance note: it then accumulates in place instead of stealing the buffer,
-# which is exactly what is wanted here).
-warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+Layer = tuple[int, int, int, int, int, int]
+"""One linear layer's place in a member's row of ``flat``: (weight start, weight stop, bias start, bias stop,
+out features, in features)."""
 
 
 class StackedActorCritic(nn.Module):
@@ -43,62 +40,66 @@ class StackedActorCritic(nn.Module):
     Built from P initialised :class:`ActorCritic` members (so each starts as a single run would); ``member(p)``
     gives member p's parameters back as an ``ActorCritic`` state dict. Inputs and outputs carry the member
     dimension first; :meth:`act` also takes the flat [P * N, ...] batch of a population's vector env.
+
+    ``fused=False`` runs each layer as ``torch.baddbmm`` on views of ``flat`` under autograd (the reading
+    path); ``fused=True`` runs actor and critic as one autograd node, :class:`StackedMLPs`, whose backward
+    pass is written out, with tanh computed from sigmoid in place (the ``algo.fused`` speed path; a test keeps
+    the two equal).
     """
 
-    def __init__(self, members: list[ActorCritic], activation: str, fast_tanh_on: bool = False):
+    def __init__(self, members: list[ActorCritic], activation: str, fused: bool = False):
         super().__init__()
         first = members[0]
         if first.shared_trunk or not isinstance(first.trunk, nn.Identity):
             raise ValueError("population training stacks MLP actor-critics over vector observations only")
         self.num_members, self.discrete = len(members), first.discrete
-        self.names = [name for name, _ in first.named_parameters()]
-        self.shapes = [p.shape for p in first.parameters()]
-        rows = [torch.cat([p.detach().reshape(-1) for p in m.parameters()]) for m in members]
-        self.flat = nn.Parameter(torch.stack(rows))  # [P, D]
-        self.flat.grad = torch.zeros_like(self.flat)
-        self.views: dict[str, nn.Parameter] = {}
+        self.activation, self.fused = activation, fused
+        # The actor's parameters (its MLP, then the Gaussian's log std) first, the critic's after them, so each
+        # part is a contiguous block of columns that an optimiser of its own can step (VPG's two learning rates).
+        shapes = {name: p.shape for name, p in first.named_parameters()}
+        order = sorted(shapes, key=lambda name: name.startswith("critic."))  # stable: the module's order within
+        self.shapes = {name: shapes[name] for name in order}
+        self.columns: dict[str, tuple[int, int]] = {}
         offset = 0
-        for name, shape in zip(self.names, self.shapes):
-            n = math.prod(shape)
-            view = nn.Parameter(torch.empty(0), requires_grad=True)
-            view.data = self.flat.data[:, offset:offset + n].view(self.num_members, *shape)
-            view.grad = self.flat.grad[:, offset:offset + n].view(self.num_members, *shape)
-            self.views[name] = view
-            offset += n
-        self.columns = {name: (start, start + math.prod(shape))
-                        for name, shape, start in zip(self.names, self.shapes, _offsets(self.shapes))}
-        self.actor = self._layers("actor.")
-        self.critic = self._layers("critic.")
-        self.log_std = self.views.get("log_std")  # [P, A] (continuous actions)
-        if activation == "tanh":
-            self.activation = fast_tanh if fast_tanh_on else torch.tanh
-        else:
-            self.activation = torch.relu
+        for name, shape in self.shapes.items():
+            self.columns[name] = (offset, offset + math.prod(shape))
+            offset += math.prod(shape)
+        self.critic_columns = slice(self.columns[next(n for n in order if n.startswith("critic."))][0], offset)
+        self.actor_columns = slice(0, self.critic_columns.start)
+        rows = []
+        for member in members:
+            params = dict(member.named_parameters())
+            rows.append(torch.cat([params[name].detach().reshape(-1) for name in order]))
+        self.flat = nn.Parameter(torch.stack(rows))  # [P, D]: member p's parameters, actor part then critic part
+        self.layouts = (self.layout("actor."), self.layout("critic."))
 
-    def _layers(self, prefix: str) -> list[tuple[nn.Parameter, nn.Parameter]]:
-        names = [n for n in self.names if n.startswith(prefix)]
-        return [(self.views[w], self.views[b]) for w, b in zip(names[0::2], names[1::2])]
+    def layout(self, prefix: str) -> tuple[Layer, ...]:
+        names = [n for n in self.shapes if n.startswith(prefix)]
+        return tuple((*self.columns[w], *self.columns[b], *self.shapes[w]) for w, b in zip(names[0::2], names[1::2]))
 
-    def columns_of(self, prefix: str) -> slice:
-        """The columns of ``flat`` that hold the parameters whose names start with ``prefix`` (contiguous)."""
-        spans = [self.columns[n] for n in self.names if n.startswith(prefix)]
-        return slice(spans[0][0], spans[-1][1])
+    def view(self, name: str) -> torch.Tensor:
+        """Parameter ``name`` of every member: a view [P, *shape] into ``flat``."""
+        start, stop = self.columns[name]
+        return self.flat[:, start:stop].view(self.num_members, *self.shapes[name])
 
-    def mlp(self, layers: list[tuple[nn.Parameter, nn.Parameter]], x: torch.Tensor) -> torch.Tensor:
-        """x [P, B, in] -> [P, B, out]: h_l = f(h_{l-1} W_l^T + b_l) for every member at once, no f after the last."""
-        for i, (weight, bias) in enumerate(layers):
-            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))  # [P, B, out]
-            if i < len(layers) - 1:
-                x = self.activation(x)
-        return x
+    def mlps(self, x: torch.Tensor, actor: bool = True, critic: bool = True) -> list[torch.Tensor]:
+        """The actor's and/or the critic's outputs [P, B, out] for x [P, B, in]."""
+        layouts = [lay for lay, on in zip(self.layouts, (actor, critic)) if on]
+        if self.fused:
+            return list(StackedMLPs.apply(layouts, self.activation, x, self.flat))
+        return [plain_mlp(self.flat, layout, self.activation, x) for layout in layouts]
+
+    @property
+    def log_std(self) -> torch.Tensor:
+        return self.view("log_std")  # [P, A] (continuous actions)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(s): obs [P, B, obs_dim] -> [P, B]."""
-        return self.mlp(self.critic, obs).squeeze(-1)
+        return self.mlps(obs, actor=False)[0].squeeze(-1)
 
     def policy_params(self, obs: torch.Tensor) -> torch.Tensor:
         """Logits or Gaussian means [P, B, A]."""
-        return self.mlp(self.actor, obs)
+        return self.mlps(obs, critic=False)[0]
 
     def log_prob_entropy(self, params: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """log pi(a|s) and the entropy of pi(.|s), [P, B] each, from the policy parameters [P, B, A]."""
@@ -108,9 +109,10 @@ class StackedActorCritic(nn.Module):
         return gaussian_log_prob(params, log_std, action), gaussian_entropy(log_std, 1).expand(params.shape[:2])
 
     def evaluate(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """log pi(a|s), entropy and V(s), [P, B] each, with gradients."""
-        logp, entropy = self.log_prob_entropy(self.policy_params(obs), action)
-        return logp, entropy, self.value(obs)
+        """log pi(a|s), entropy and V(s), [P, B] each, with gradients, from one pass over obs."""
+        params, value = self.mlps(obs)
+        logp, entropy = self.log_prob_entropy(params, action)
+        return logp, entropy, value.squeeze(-1)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,21 +130,89 @@ class StackedActorCritic(nn.Module):
 
     def member(self, p: int) -> dict[str, torch.Tensor]:
         """Member ``p``'s parameters as an :class:`ActorCritic` state dict (copies)."""
-        return {name: view[p].clone() for name, view in self.views.items()}
+        return {name: self.flat.detach()[p, a:b].reshape(self.shapes[name]).clone()
+                for name, (a, b) in self.columns.items()}
 
     def load_member(self, p: int, state: dict[str, torch.Tensor]) -> None:
         """Put an :class:`ActorCritic` state dict into member ``p``."""
         with torch.no_grad():
-            for name, view in self.views.items():
-                view[p].copy_(state[name])
+            for name, (a, b) in self.columns.items():
+                self.flat[p, a:b] = state[name].reshape(-1)
 
 
-def _offsets(shapes: list[torch.Size]) -> list[int]:
-    out, offset = [], 0
-    for shape in shapes:
-        out.append(offset)
-        offset += math.prod(shape)
-    return out
+def plain_mlp(flat: torch.Tensor, layout: tuple[Layer, ...], activation: str, x: torch.Tensor) -> torch.Tensor:
+    """x [P, B, in] -> [P, B, out]: h_l = f(h_{l-1} W_l^T + b_l) for every member at once, no f after the last."""
+    P = flat.shape[0]
+    for i, (w0, w1, b0, b1, out, inp) in enumerate(layout):
+        weight = flat[:, w0:w1].view(P, out, inp)
+        bias = flat[:, b0:b1].view(P, 1, out)
+        x = torch.baddbmm(bias, x, weight.transpose(1, 2))  # [P, B, out]
+        if i < len(layout) - 1:
+            x = torch.tanh(x) if activation == "tanh" else torch.relu(x)
+    return x
+
+
+class StackedMLPs(torch.autograd.Function):
+    """Several stacked MLPs on one input as one autograd node, the backward pass written out (as
+    :class:`rlrun.fused.FusedMLP` does for one network), gradients straight into a [P, D] tensor:
+
+        forward:   a_l = h_{l-1} W_l^T + b_l,   h_l = f(a_l)   (tanh(a) = 2 sigmoid(2a) - 1, in place)
+        backward:  d_L = dLoss/dy,   dW_l = d_l^T h_{l-1},   db_l = sum_B d_l,   d_{l-1} = (d_l W_l) * f'(a_{l-1})
+    """
+
+    @staticmethod
+    def forward(ctx, layouts: list[tuple[Layer, ...]], activation: str, x: torch.Tensor, flat: torch.Tensor):
+        P, outputs, saved = flat.shape[0], [], []
+        for layout in layouts:
+            h = x
+            for i, (w0, w1, b0, b1, out, inp) in enumerate(layout):
+                saved.append(h)
+                weight = flat[:, w0:w1].view(P, out, inp)
+                bias = flat[:, b0:b1].view(P, 1, out)
+                if i == len(layout) - 1:
+                    h = torch.baddbmm(bias, h, weight.transpose(1, 2))
+                elif activation == "tanh":  # 2a from the product itself, then 2 sigmoid(2a) - 1 in place
+                    h = torch.baddbmm(bias, h, weight.transpose(1, 2), beta=2, alpha=2).sigmoid_().mul_(2).sub_(1)
+                else:
+                    h = torch.baddbmm(bias, h, weight.transpose(1, 2)).relu_()
+            outputs.append(h)
+        ctx.layouts, ctx.activation = layouts, activation
+        ctx.save_for_backward(flat, *saved)
+        return tuple(outputs)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        flat, *saved = ctx.saved_tensors
+        P = flat.shape[0]
+        grad_flat = torch.zeros_like(flat)
+        grad_x = None
+        k = 0
+        for layout, grad in zip(ctx.layouts, grads):
+            inputs = saved[k:k + len(layout)]
+            k += len(layout)
+            for i in range(len(layout) - 1, -1, -1):
+                w0, w1, b0, b1, out, inp = layout[i]
+                h_in = inputs[i]
+                grad_flat[:, w0:w1].view(P, out, inp).copy_(torch.bmm(grad.transpose(1, 2), h_in))
+                grad_flat[:, b0:b1].copy_(grad.sum(1))
+                if i > 0 or ctx.needs_input_grad[2]:
+                    grad = torch.bmm(grad, flat[:, w0:w1].view(P, out, inp))  # [P, B, in]
+                    if i > 0:
+                        if ctx.activation == "tanh":
+                            grad = torch.ops.aten.tanh_backward(grad, h_in)  # * (1 - h^2)
+                        else:
+                            grad = torch.ops.aten.threshold_backward(grad, h_in, 0)
+                    else:
+                        grad_x = grad if grad_x is None else grad_x + grad
+        return None, None, grad_x, grad_flat
+
+
+def relative(columns: slice | None, own: slice) -> slice:
+    """``columns`` of the stacked parameters as columns of an optimiser's own block ``own`` (all of it: None)."""
+    if columns is None:
+        return slice(None)
+    start = own.start or 0
+    return slice(columns.start - start, columns.stop - start)
 
 
 def member_grad_norm(grad: torch.Tensor) -> torch.Tensor:
@@ -167,19 +237,24 @@ class StackedAdam:
         m <- b1 m + (1 - b1) g,    v <- b2 v + (1 - b2) g^2
         theta <- theta - lr_p / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps_p)
 
-    as ``torch.optim.Adam`` computes it, so a member follows the arithmetic of the run it would be alone. ``lr`` is set per member before a step: a [P, 1] column (0 freezes a member).
+    as ``torch.optim.Adam`` computes it, so a member follows the arithmetic of the run it would be alone.
+    ``lr`` is set per member before a step: a [P, 1] column (0 freezes a member).
     """
 
-    def __init__(self, param: torch.Tensor, lr: torch.Tensor, eps: torch.Tensor, betas: tuple[float, float] = (0.9, 0.999)):
-        self.param, self.betas = param, betas
+    def __init__(self, param: torch.Tensor, lr: torch.Tensor, eps: torch.Tensor,
+                 betas: tuple[float, float] = (0.9, 0.999), columns: slice = slice(None)):
+        self.columns = columns  # the columns of the stacked parameters [P, D] it steps
+        self.param, self.betas = param[:, columns], betas
         self.lr = lr.reshape(-1, 1).to(param)  # [P, 1]
         self.eps = eps.reshape(-1, 1).to(param)  # [P, 1]
-        self.exp_avg = torch.zeros_like(param)
-        self.exp_avg_sq = torch.zeros_like(param)
+        self.exp_avg = torch.zeros_like(self.param)
+        self.exp_avg_sq = torch.zeros_like(self.param)
         self.steps = 0
 
     @torch.no_grad()
     def step(self, grad: torch.Tensor) -> None:
+        """One step with the gradient of the stacked parameters [P, D] (its own columns of it)."""
+        grad = grad[:, self.columns]
         b1, b2 = self.betas
         self.steps += 1
         self.exp_avg.lerp_(grad, 1 - b1)
@@ -189,13 +264,13 @@ class StackedAdam:
         self.param.sub_(self.exp_avg / denom * (self.lr / bias1))  # lr_p / (1 - b1^t): [P, 1]
 
     def member_state(self, p: int, columns: slice | None = None) -> dict[str, Any]:
-        """Member ``p``'s moments (over ``columns``) in ``torch.optim.Adam``'s per-parameter state layout."""
-        cols = columns or slice(None)
+        """Member ``p``'s moments (over ``columns`` of the stacked parameters) in ``torch.optim.Adam``'s state layout."""
+        cols = relative(columns, self.columns)
         return {"step": torch.tensor(float(self.steps)), "exp_avg": self.exp_avg[p, cols].clone(),
                 "exp_avg_sq": self.exp_avg_sq[p, cols].clone()}
 
     def load_member_state(self, p: int, state: dict[str, Any], columns: slice | None = None) -> None:
-        cols = columns or slice(None)
+        cols = relative(columns, self.columns)
         self.exp_avg[p, cols] = state["exp_avg"].reshape(-1)
         self.exp_avg_sq[p, cols] = state["exp_avg_sq"].reshape(-1)
         self.steps = int(state["step"])
@@ -207,25 +282,28 @@ class StackedRMSprop:
         v <- alpha_p v + (1 - alpha_p) g^2,    theta <- theta - lr_p * g / (sqrt(v) + eps_p)
     """
 
-    def __init__(self, param: torch.Tensor, lr: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor):
-        self.param = param
+    def __init__(self, param: torch.Tensor, lr: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor,
+                 columns: slice = slice(None)):
+        self.columns = columns
+        self.param = param[:, columns]
         self.lr = lr.reshape(-1, 1).to(param)
         self.eps = eps.reshape(-1, 1).to(param)
         self.alpha = alpha.reshape(-1, 1).to(param)
-        self.square_avg = torch.zeros_like(param)
+        self.square_avg = torch.zeros_like(self.param)
         self.steps = 0
 
     @torch.no_grad()
     def step(self, grad: torch.Tensor) -> None:
+        grad = grad[:, self.columns]
         self.steps += 1
         self.square_avg.mul_(self.alpha).addcmul_(grad, grad * (1 - self.alpha))
         self.param.sub_(grad / self.square_avg.sqrt().add_(self.eps) * self.lr)
 
     def member_state(self, p: int, columns: slice | None = None) -> dict[str, Any]:
-        cols = columns or slice(None)
+        cols = relative(columns, self.columns)
         return {"step": torch.tensor(float(self.steps)), "square_avg": self.square_avg[p, cols].clone()}
 
     def load_member_state(self, p: int, state: dict[str, Any], columns: slice | None = None) -> None:
-        cols = columns or slice(None)
+        cols = relative(columns, self.columns)
         self.square_avg[p, cols] = state["square_avg"].reshape(-1)
         self.steps = int(state["step"])
