@@ -42,11 +42,8 @@ def observation_space(cfg: TrainConfig) -> gym.Space | None:
     backend = resolve_backend(env)
     if backend == "ale":
         return gym.spaces.Box(0, 255, (env.frame_stack, 84, 84), np.uint8)
-    if backend == "torch":
-        from rlrun.envs.cartpole import cartpole_spaces
-
-        return cartpole_spaces()[0]
-    try:  # gymnasium: one env, made and closed (milliseconds for classic control and MuJoCo)
+    try:  # one gymnasium env, made and closed (milliseconds for classic control and MuJoCo); the tensor-native
+        # envs have gymnasium's spaces (tests/test_classic_parity.py)
         single = gym.make(env.id, **dict(env.kwargs))
     except Exception:  # noqa: BLE001 - an unknown id or a missing extra: building the envs says what is wrong
         return None

@@ -36,8 +36,9 @@ def test_bad_run_values_are_refused_naming_key_value_and_range(compose, override
     ("overrides", "expected"),
     [
         (("env.backend=ale",), "env.backend=ale needs an Atari id such as 'ALE/Pong-v5', not env.id='CartPole-v1'"),
-        (("env=Acrobot", "env.backend=torch"),
-         "env.backend=torch has no tensor-native version of env.id='Acrobot-v1': it exists for CartPole-v1"),
+        (("env=LunarLander", "env.backend=torch"),
+         ("env.backend=torch has no tensor-native version of env.id='LunarLander-v3': it exists for Acrobot-v1, "
+          "CartPole-v1, MountainCar-v0, MountainCarContinuous-v0, Pendulum-v1")),
         (("env=Pong", "algo.norm_obs=true"),
          "algo.norm_obs=true normalises vector observations, but ALE/Pong-v5 gives uint8 images"),
     ],

@@ -71,7 +71,7 @@ def test_cartpole_smoke(tiny_cfg, tmp_path, backend):
 
 
 def test_pendulum_smoke_continuous_actions(tiny_cfg, tmp_path):
-    cfg = tiny_cfg("env=Pendulum", "algo.num_steps=64", "algo.minibatch_size=128")
+    cfg = tiny_cfg("env=Pendulum", "env.backend=gymnasium", "algo.num_steps=64", "algo.minibatch_size=128")
     assert resolve_backend(load(cfg).env) == "gymnasium"
     summary = train(cfg)
     assert summary["env"] == "Pendulum-v1"
