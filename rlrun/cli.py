@@ -90,6 +90,8 @@ def hydra_train(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if cfg.get("population_members"):  # a group job of hydra/launcher=population
+        return _train_population_job(Path(cfg.population_members), cpu_share(hydra_cfg) if multirun else None)
     with open_dict(cfg):
         cfg.run_dir = str(run_dir)
     if multirun and (shared := share_cores(cfg, cpu_share(hydra_cfg))):
@@ -119,6 +121,68 @@ def hydra_train(cfg: DictConfig) -> float:
             raise
         return record_failure(run_dir, err, with_traceback=True)
     return final_return(summary)
+
+
+def _train_population_job(members_file: Path, share: int | None) -> float:
+    """A group job of ``hydra/launcher=population``: train the members that ``members_file`` lists as one
+    population (:func:`rlrun.population.train_population`).
+
+    The launcher has written each member's folder and ``.hydra`` files, and its task config into ``members_file``
+    (as Hydra composed it, ``run_dir`` unset); each member's result lands in its own
+    folder (``summary.json``, and ``error.txt`` for a member that failed), where the launcher reads it, so the
+    group job itself returns NaN. A failure of the whole group fails each member that has no result yet.
+    """
+    import json
+    import math
+
+    from omegaconf import OmegaConf
+
+    from rlrun import population
+    from rlrun.checkpoint import list_checkpoints
+    from rlrun.interrupt import EXIT_CODES, Interrupted, StopSignals
+    from rlrun.resources import ResourceError
+    from rlrun.sweep import ERROR_FILE, record_failure, share_cores
+
+    members = json.loads(members_file.read_text())["members"]  # each: its folder, overrides and task config
+    folders = [Path(member["folder"]) for member in members]
+    cfgs, shared = [], None
+    for folder, spec in zip(folders, members):
+        member = OmegaConf.create(spec["config"])
+        with open_dict(member):
+            member.run_dir = str(folder)
+        shared = share_cores(member, share)
+        OmegaConf.set_struct(member, True)  # as Hydra hands a job its config
+        cfgs.append(member)
+    if shared:
+        print(f"rlrun: parallel jobs share the cores: {shared} for the {len(cfgs)} members of "
+              f"{members_file.parent.name}", flush=True)
+
+    def fail(err: BaseException, with_traceback: bool) -> float:
+        for folder in folders:
+            if not (folder / "summary.json").exists() and not (folder / ERROR_FILE).exists():
+                record_failure(folder, err, with_traceback=with_traceback)
+        return math.nan
+
+    started = [folder for folder in folders if list_checkpoints(folder)]
+    if os.environ.get("SUBMITIT_EXECUTOR") and started:  # requeued by submitit: a population does not resume
+        return fail(ConfigError(f"{len(started)} of the {len(folders)} members already hold checkpoints: this "
+                                "population was requeued, and a population cannot resume as one; resume each "
+                                f"member alone with `rlrun train {shlex.quote('resume=' + str(started[0]))}` "
+                                "(and likewise for the others)."), with_traceback=False)
+    signals = StopSignals(exit_after_stop=True)  # after a stop, later signals are ignored on the way out
+    try:
+        with signals:
+            population.train_population(cfgs, signals)
+    except Interrupted as err:  # every member is saved with an interrupted summary: stop the sweep, as a run does
+        print(f"rlrun: interrupted by {err.signame}; every member's checkpoint is saved. Resume a member with "
+              f"`rlrun train {shlex.quote('resume=' + str(folders[0]))}` (and likewise for the others)",
+              file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_CODES.get(err.signame, 130)) from None
+    except (ConfigError, CheckpointError, ResourceError) as err:
+        return fail(err, with_traceback=False)
+    except Exception as err:  # noqa: BLE001 - the members fail (error.txt keeps it), the sweep goes on
+        return fail(err, with_traceback=True)
+    return math.nan
 
 
 def _report_interruption(summary: dict, run_dir: Path, preempt, submitit_handler) -> None:

@@ -46,7 +46,7 @@ def rlrun_sweep(sweep_dir: Path, seeds: int, extra: list[str]) -> dict:
     cmd = [sys.executable, "-m", "rlrun.cli", "train", "-m", *ZOO, f"seed=range({seeds})",
            f"hydra.sweep.dir={sweep_dir}", *extra]
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -95,7 +95,7 @@ def sb3_seed(seed: int) -> dict:
                 self.evaluate()
             return True
 
-    linear = lambda start: (lambda remaining: remaining * start)  # noqa: E731
+    linear = lambda start: (lambda remaining: remaining * start)
     env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
     model = PPO("MlpPolicy", env, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20,
                 ent_coef=0.0, learning_rate=linear(1e-3), clip_range=linear(0.2), seed=seed, device="cpu")

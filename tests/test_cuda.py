@@ -83,3 +83,17 @@ def test_deterministic_true_gives_the_same_rainbow_run_twice_on_cuda(tiny_cfg, t
         train(tiny_cfg(*common, run_dir=tmp_path / name))
     policies = [checkpoint.load(checkpoint.latest(tmp_path / name))["agent"]["policy"] for name in ("a", "b")]
     assert all(torch.equal(policies[0][k], policies[1][k]) for k in policies[0])
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_population_trains_on_cuda_and_members_resume_alone(tmp_path, algo):
+    from rlrun.population.train import train_population
+    from tests.conftest import tiny_config
+
+    cfgs = [tiny_config(tmp_path / f"m{s}", f"algo={algo}", "device=cuda", f"seed={s}") for s in range(3)]
+    summaries = train_population(cfgs)
+    assert [s["status"] for s in summaries] == ["completed"] * 3
+    assert _agent_devices(tmp_path / "m1") == {"cuda"}
+    resumed = train(tiny_config(tmp_path / "m1", f"algo={algo}", "device=cuda", "seed=1", "total_steps=1024",
+                                f"resume={tmp_path / 'm1'}"))
+    assert resumed["status"] == "completed" and resumed["steps"] >= 1024

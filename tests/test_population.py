@@ -12,9 +12,9 @@ import torch
 
 from rlrun.algos.a2c import A2C, A2CConfig
 from rlrun.algos.ppo import PPO, PPOConfig
+from rlrun.algos.vpg import VPG, VPGConfig
 from rlrun.checkpoint import load_newest
 from rlrun.population import group_key, why_not_batchable
-from rlrun.algos.vpg import VPG, VPGConfig
 from rlrun.population.algos import PopulationA2C, PopulationPPO, PopulationVPG
 from rlrun.population.stacked import StackedAdam, clip_member_grads
 from rlrun.population.train import train_population
@@ -181,8 +181,8 @@ def test_a_member_at_its_threshold_stops_alone(tmp_path):
 def test_fused_stacked_mlps_match_the_plain_path(activation):
     """StackedMLPs' written-out backward (algo.fused=true) gives the plain baddbmm path's outputs and gradients."""
     torch.manual_seed(0)
-    from rlrun.population.stacked import StackedActorCritic
     from rlrun.networks import ActorCritic
+    from rlrun.population.stacked import StackedActorCritic
 
     members = [ActorCritic(OBS, ACT, [64, 32], activation) for _ in range(3)]
     plain = StackedActorCritic(members, activation, fused=False)

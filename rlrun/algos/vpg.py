@@ -89,7 +89,7 @@ class VPG(PolicyGradient):
     def targets(self, buffer) -> dict[str, torch.Tensor]:
         """Reward-to-go (or episode return), baseline, gamma^t weights; whole-episode batches drop unfinished episodes."""
         cfg = self.cfg
-        T, N = buffer.rewards.shape
+        N = buffer.rewards.shape[1]
         flat = self.batch_layout
         gamma = self.rollout_gamma(N)
         done = buffer.terminated | buffer.truncated  # [T, N]

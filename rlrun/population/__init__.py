@@ -6,69 +6,25 @@ dimension and every forward pass, backward pass and optimiser step serves all of
 
 - :func:`group_key` says which composed job configs may share a process;
 - :func:`train_population` trains one such group;
-- :mod:`rlrun.population.launcher` is the Hydra launcher (``hydra/launcher=population``) that groups a sweep.
+- ``hydra_plugins.rlrun_population.population_launcher`` is the Hydra launcher (``hydra/launcher=population``)
+  that groups a sweep.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-ALGOS = ("ppo", "a2c", "vpg")
-"""Algorithms that train as populations (the others run as ordinary jobs)."""
+from rlrun.population.groups import ALGOS, BATCHABLE, group_key, why_not_batchable
 
-BATCHABLE = {
-    "seed", "run_dir", "progress",
-    "algo.lr", "algo.adam_eps", "algo.gamma", "algo.gae_lambda", "algo.max_grad_norm", "algo.ent_coef",
-    "algo.vf_coef", "algo.clip_coef", "algo.vf_clip_coef", "algo.rmsprop_alpha", "algo.vf_lr",
-    "env.reward_threshold", "eval.stop_at_threshold",
-}
-"""Keys whose values may differ between the members of one population: none of them changes a shape."""
-
-STATEFUL_SWITCHES = ("norm_obs", "norm_reward")
-"""Env-side switches with running statistics (shared by the whole vector env, so not batchable yet)."""
+__all__ = ["ALGOS", "BATCHABLE", "group_key", "train_population", "why_not_batchable"]
 
 
-def why_not_batchable(cfg: DictConfig | dict[str, Any]) -> str | None:
-    """Why the job ``cfg`` cannot train as a member of a population (None if it can)."""
-    algo = cfg["algo"]
-    if algo["name"] not in ALGOS:
-        return f"algo={algo['name']} does not train as a population yet (covered: {', '.join(ALGOS)})"
-    if cfg.get("resume"):
-        return "a resumed run continues alone"
-    if algo["name"] == "vpg" and algo.get("batch_mode", "episodes") != "steps":
-        return "vpg's whole-episode batches (algo.batch_mode=episodes) differ in size between members"
-    if algo["name"] == "a2c" and algo.get("shared_network"):
-        return "algo.shared_network=true is not stacked yet"
-    on = [k for k in STATEFUL_SWITCHES if algo.get(k)]
-    if on:
-        return f"algo.{on[0]}=true keeps running statistics over the whole vector env"
-    return None
-
-
-def group_key(cfg: DictConfig | dict[str, Any]) -> str | None:
-    """A key that two jobs share exactly when they can train in one population; None for a job that cannot.
-
-    The key is the resolved config without the :data:`BATCHABLE` keys.
-    """
-    if why_not_batchable(cfg) is not None:
-        return None
-    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
-    plain.pop("hydra", None)
-    for key in BATCHABLE:
-        node, *path = key.split(".")
-        if path:
-            plain.get(node, {}).pop(path[0], None)
-        else:
-            plain.pop(node, None)
-    return json.dumps(plain, sort_keys=True, default=str)
-
-
-def train_population(cfgs: list[DictConfig]) -> list[dict[str, Any]]:
+def train_population(cfgs: list[DictConfig], signals: Any = None) -> list[dict[str, Any]]:
     """Train the jobs ``cfgs`` (composed configs with ``run_dir`` set, all with one :func:`group_key`) as one
-    population; returns each member's summary (also written to its folder). See :mod:`rlrun.population.train`."""
+    population; returns each member's summary (also written to its folder). ``signals``: a
+    :class:`rlrun.interrupt.StopSignals` (default SIGINT and SIGTERM). See :mod:`rlrun.population.train`."""
     from rlrun.population.train import train_population as train
 
-    return train(cfgs)
+    return train(cfgs, signals)

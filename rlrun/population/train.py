@@ -32,8 +32,8 @@ from rlrun.envs.wrappers import wrap
 from rlrun.interrupt import Interrupted, StopSignals
 from rlrun.logger import Logger, write_json
 from rlrun.loops import run_on_policy
-from rlrun.population import group_key, why_not_batchable
 from rlrun.population.algos import POPULATION_ALGOS
+from rlrun.population.groups import group_key, why_not_batchable
 from rlrun.run import EVAL_SEEDS, TRAIN_SEEDS, Run, TrainingDiverged, check_finite, env_seed, evaluate
 from rlrun.train import (
     default_run_dir,
@@ -79,8 +79,13 @@ class PopulationRun:
     def record_episodes(self, info: dict[str, torch.Tensor]) -> None:
         self._episodes.append((info["episode_done"], info["episode_return"], info["episode_length"]))
 
-    def message(self, text: str) -> None:
-        print(f"rlrun: {text}", flush=True)
+    def message(self, text: str, members: list[int] | None = None) -> None:
+        """A line on the console, and in the ``train.log`` of ``members`` (default: every member)."""
+        line = f"rlrun: {text}"
+        print(line, flush=True)
+        for p in range(self.size) if members is None else members:
+            with open(self.runs[p].logger.log_path, "a") as f:
+                f.write(line + "\n")
 
     def keep(self, name: str, data: Any) -> bool:
         return False  # the on-policy loop keeps no data across iterations
@@ -150,13 +155,13 @@ class PopulationRun:
         self.agent.freeze(p)
         if error:
             (run.run_dir / "error.txt").write_text(error.rstrip() + "\n")
-            self.message(f"member {run.run_dir.name} failed: {error.splitlines()[0]}")
+            self.message(f"member {run.run_dir.name} failed: {error.splitlines()[0]}", members=[p])
         finish(run, status)
 
-    def report(self, member_step: int) -> None:
-        """A line on the console every 10 s: steps, SPS (all members together), evaluation returns."""
+    def report(self, member_step: int, final: bool = False) -> None:
+        """A line on the console every 10 s and at the end: steps, SPS (all members together), evaluation returns."""
         now = time.perf_counter()
-        if now - self.last_report < 10 and self.step < self.total_steps:
+        if now - self.last_report < 10 and not final:
             return
         self.last_report = now
         run = self.runs[0]
@@ -167,7 +172,7 @@ class PopulationRun:
         if evals:
             text += (f", eval return mean {sum(evals) / len(evals):.1f} (min {min(evals):.1f}, max {max(evals):.1f})"
                      f", {solved} solved")
-        self.message(text)
+        self.message(text, members=self.active())
 
 
 def finish(run: Run, status: str, signame: str | None = None) -> dict[str, Any]:
@@ -254,6 +259,7 @@ def execute(population: PopulationRun, signals: StopSignals) -> list[dict[str, A
             active = population.active()
             if active and any(population.runs[p].last_eval_step != population.runs[p].step for p in active):
                 population.run_eval()
+            population.report(population.step // population.size, final=True)
             status = "completed"
         except Interrupted as err:
             status, signame = "interrupted", err.signame

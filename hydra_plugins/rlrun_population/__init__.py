@@ -1,0 +1,1 @@
+"""rlrun's Hydra launcher plugin: ``hydra/launcher=population`` (see :mod:`.population_launcher`)."""
