@@ -29,6 +29,7 @@ from rlrun import resources
 from rlrun.config import ConfigError, TrainConfig, flatten, load, to_dict
 from rlrun.envs import make_vec_env
 from rlrun.envs.wrappers import wrap
+from rlrun.fused import keep_freed_memory
 from rlrun.interrupt import Interrupted, StopSignals
 from rlrun.logger import Logger, write_json
 from rlrun.loops import run_on_policy
@@ -208,6 +209,8 @@ def train_population(cfgs: list[DictConfig | TrainConfig], signals: StopSignals 
     first, size = typed[0], len(typed)
     device = resolve_device(first.device)
     torch.set_num_threads(first.torch_threads)
+    if device.type == "cpu" and first.algo.fused:  # algo.fused: the CPU speed path (rlrun/fused.py)
+        keep_freed_memory()
     run_dirs = [Path(c.run_dir) if c.run_dir else default_run_dir(c) for c in typed]
     for run_dir in run_dirs:
         if problem := folder_problem(run_dir):
