@@ -32,7 +32,8 @@ class EnvConfig:
     id: str = "CartPole-v1"
     """Gymnasium id (``ALE/Pong-v5`` style ids go to the ale backend)."""
     backend: str = "auto"
-    """auto | torch | gymnasium | ale. auto: torch where a tensor-native env exists, ale for ALE ids, else gymnasium."""
+    """auto | torch | gymnasium | ale. auto: torch where a tensor-native env exists (CartPole, Acrobot, MountainCar,
+    MountainCarContinuous, Pendulum) and no ``kwargs`` are given, ale for ALE ids, else gymnasium."""
     num_envs: int = 8
     """Environments stepped together for training."""
     vector_mode: str = "sync"
@@ -42,7 +43,7 @@ class EnvConfig:
     reward_threshold: float | None = None
     """Evaluation return that counts as solved; None takes the gymnasium spec's value."""
     kwargs: dict[str, Any] = field(default_factory=dict)
-    """Extra keyword arguments for gymnasium.make (gymnasium backend)."""
+    """Extra keyword arguments for gymnasium.make (gymnasium backend; the tensor-native envs take none)."""
     # Atari (ale backend) preprocessing, each a switch.
     frame_skip: int = 4
     """Agent step = this many emulator frames (max-pooled over the last two)."""

@@ -123,14 +123,17 @@ def describe(name: str, result: dict) -> str:
 def cpu_comparison(args: argparse.Namespace) -> None:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+        tmp = Path(args.keep) if args.keep else Path(tmp)
         results["(a) population of 16, torch_threads=2"] = rlrun_sweep(
-            tmp / "a", args.seeds, ["hydra/launcher=population", "torch_threads=2"])
+            tmp / "a", args.seeds, ["hydra/launcher=population", "torch_threads=2", "+bench=population"])
         results["(a') 2 populations of 8, joblib"] = rlrun_sweep(
             tmp / "a2", args.seeds, ["hydra/launcher=population", f"hydra.launcher.max_size={max(1, args.seeds // 2)}",
-                                     "hydra.launcher.dispatch=joblib", "hydra.launcher.dispatch_options.n_jobs=2"])
+                                     "hydra.launcher.dispatch=joblib", "hydra.launcher.dispatch_options.n_jobs=2",
+                                     "+bench=population_joblib"])
         results["(b) ordinary sweep, joblib n_jobs=2"] = rlrun_sweep(
-            tmp / "b", args.seeds, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])
+            tmp / "b", args.seeds, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+bench=ordinary"])
+        if args.keep:
+            print(f"sweeps kept in {tmp}; the figure: rlrun plot {tmp}/a {tmp}/b --group-by bench --out curves.png")
     if not args.skip_sb3:
         results["(c) SB3, 2 processes at a time"] = sb3_sweep(args.seeds)
     print(f"\nPPO CartPole-v1, RL Zoo settings, {STEPS:,} steps x {args.seeds} seeds, eval {EVAL_EPISODES} episodes "
@@ -179,6 +182,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=16, help="seeds per contender (default 16)")
     parser.add_argument("--skip-sb3", action="store_true", help="leave out Stable-Baselines3")
+    parser.add_argument("--keep", help="keep the rlrun sweeps in this folder (for rlrun plot) instead of a temporary one")
     parser.add_argument("--members", help="population sizes for the throughput table, e.g. 1024,4096")
     parser.add_argument("--device", default="cpu", help="device of the throughput table (default cpu)")
     parser.add_argument("--steps", type=int, default=STEPS, help="env steps per member in the throughput table")

@@ -293,3 +293,29 @@ def test_a_preempted_submitit_job_is_requeued_and_continues_from_its_checkpoint(
     assert finished["status"] == "completed" and finished["steps"] >= 100000
     first, second = finished["segments"]
     assert second["start_step"] == first["end_step"] > 0  # it continued from its checkpoint
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_saves_every_member_of_a_population(tmp_path, signum, code):
+    """hydra/launcher=population: a stop signal checkpoints each member with an interrupted summary, exits as a run
+    does, and a member's folder resumes alone."""
+    proc = start(tmp_path, "train", "-m", "seed=0,1", *LONG, "hydra/launcher=population", "hydra.sweep.dir=sweep")
+    sweep_dir = tmp_path / "sweep"
+
+    def members() -> list[Path]:
+        found = sorted(p for p in sweep_dir.glob("*seed=*") if p.is_dir()) if sweep_dir.is_dir() else []
+        return found if len(found) == 2 and all(checkpoints(p, 1) for p in found) else []
+
+    folders = wait_for(members, proc=proc)
+    proc.send_signal(signum)
+    returncode, out = finish(proc)
+    assert returncode == code, out
+    assert "Traceback" not in out
+    for folder in folders:
+        stopped = summary(folder)
+        assert stopped["status"] == "interrupted" and stopped["signal"] == signal.Signals(signum).name
+        assert checkpoint.load(checkpoint.list_checkpoints(folder)[-1])["step"] == stopped["steps"]
+    total = summary(folders[1])["steps"] + 1024
+    done = run(tmp_path, "train", f"resume={folders[1]}", f"total_steps={total}", "progress=false")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert summary(folders[1])["status"] == "completed" and summary(folders[1])["steps"] >= total
