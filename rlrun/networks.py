@@ -99,8 +99,10 @@ def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, action: torch.T
 
 
 def gaussian_entropy(log_std: torch.Tensor, batch: int) -> torch.Tensor:
-    """H = sum_i (log sigma_i + (1 + log 2 pi) / 2), the same for every state: [batch]."""
-    return (log_std + 0.5 * (1.0 + LOG_2PI)).sum(-1).expand(batch)
+    """H = sum_i (log sigma_i + (1 + log 2 pi) / 2), the same for every state: log_std [A] -> [batch]
+    (a population's [P, A] -> [P, batch])."""
+    entropy = (log_std + 0.5 * (1.0 + LOG_2PI)).sum(-1)
+    return entropy.unsqueeze(-1).expand(*entropy.shape, batch)
 
 
 # ----------------------------------------------------------------- actor-critic

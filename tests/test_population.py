@@ -59,10 +59,12 @@ def test_clip_member_grads_by_hand():
     torch.testing.assert_close(grad, torch.tensor([[0.6, 0.8], [0.3, 0.4], [30.0, 40.0]]), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("algo", ["ppo", "a2c", "vpg"])
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "vpg", "ppo-gaussian"])
 def test_one_member_updates_as_its_single_run(algo):
     """A population of one, started from the single run's parameters, makes the single run's updates
-    (plain torch path on both sides: nn.Tanh, torch.optim)."""
+    (plain torch path on both sides: nn.Tanh, torch.optim); ppo-gaussian: continuous actions."""
+    action_space = gym.spaces.Box(-1.0, 1.0, (2,)) if algo == "ppo-gaussian" else ACT
+    algo = algo.split("-")[0]
     if algo == "ppo":
         cfg = PPOConfig(fused=False, update_epochs=3, minibatch_size=64, ent_coef=0.01, clip_vloss=True)
         single_cls, pop_cls = PPO, PopulationPPO
@@ -73,14 +75,16 @@ def test_one_member_updates_as_its_single_run(algo):
         cfg = VPGConfig(fused=False, ent_coef=0.01, batch_mode="steps", vf_epochs=2, vf_minibatch_size=64)
         single_cls, pop_cls = VPG, PopulationVPG
     torch.manual_seed(1)
-    single = single_cls(cfg, OBS, ACT, CPU)
+    single = single_cls(cfg, OBS, action_space, CPU)
     torch.manual_seed(1)
-    population = pop_cls([cfg], OBS, ACT, CPU)
+    population = pop_cls([cfg], OBS, action_space, CPU)
     torch.testing.assert_close(population.policy.member(0), single.policy.state_dict())
     for i in range(3):
         single.set_progress(i / 10)
         population.set_progress(i / 10)
         b = {**batch(None, seed=i), "weights": None}
+        if action_space is not ACT:
+            b["actions"] = torch.randn(64, 2, generator=torch.Generator().manual_seed(i))
         torch.manual_seed(i)
         single_metrics = single.update(b)
         torch.manual_seed(i)  # the critic's minibatch order (VPG)
@@ -123,8 +127,8 @@ def test_group_key_batches_only_shape_free_values(tmp_path):
     assert group_key(base) != group_key(other_shape)
     dqn = tiny_config(tmp_path / "d", "algo=dqn")
     assert group_key(dqn) is None and "dqn" in why_not_batchable(dqn)
-    normed = tiny_config(tmp_path / "e", "algo=ppo", "algo.norm_obs=true")
-    assert group_key(normed) is None and "norm_obs" in why_not_batchable(normed)
+    episodes = tiny_config(tmp_path / "e", "algo=vpg")
+    assert group_key(episodes) is None and "batch_mode" in why_not_batchable(episodes)
 
 
 def members(tmp_path, *per_member: list[str], common: tuple[str, ...] = ()) -> list:
@@ -195,3 +199,20 @@ def test_fused_stacked_mlps_match_the_plain_path(activation):
         results.append((logp, entropy, value, net.flat.grad))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_normalising_members_keep_statistics_of_their_own_and_resume_alone(tmp_path):
+    """algo.norm_obs and algo.norm_reward per member (members with different gammas): each member's checkpoint
+    holds its own statistics in a single run's layout, and resumes as an ordinary run."""
+    common = ("algo=ppo", "algo.norm_obs=true", "algo.norm_reward=true", "algo.clip_obs=10", "total_steps=1024")
+    cfgs = members(tmp_path, ["algo.gamma=0.9"], ["algo.gamma=0.99"], common=common)
+    assert group_key(cfgs[0]) == group_key(cfgs[1])
+    summaries = train_population(cfgs)
+    assert [s["status"] for s in summaries] == ["completed", "completed"]
+    states = [load_newest(tmp_path / f"m{p}", CPU)["env"] for p in range(2)]
+    obs_rms = [s["env"]["obs_rms"] if "obs_rms" not in s else s["obs_rms"] for s in states]
+    assert obs_rms[0]["mean"].shape == (4,) and obs_rms[0]["count"].dim() == 0
+    assert not torch.equal(obs_rms[0]["mean"], obs_rms[1]["mean"])  # each member saw its own envs
+    resumed = train(tiny_config(tmp_path / "m1", "seed=1", *common, "algo.gamma=0.99", "total_steps=2048",
+                                f"resume={tmp_path / 'm1'}"))
+    assert resumed["status"] == "completed" and resumed["steps"] == 2048

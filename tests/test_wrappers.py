@@ -185,3 +185,21 @@ def test_wrapper_stack_on_torch_cartpole_state_dict_round_trip(tmp_path):
         assert torch.equal(old.count, new.count)
     assert set(state) == {"env"} and set(state["env"]) == {"env", "return_rms"}
     assert set(state["env"]["env"]) == {"env", "obs_rms"}
+
+
+def test_grouped_running_statistics_are_each_groups_own():
+    """RunningMeanStd(groups=3) over [3 x 4 envs] batches keeps what three single ones fed each group's envs keep."""
+    from rlrun.envs.wrappers import RunningMeanStd, member_state
+
+    torch.manual_seed(0)
+    grouped = RunningMeanStd((2,), torch.device("cpu"), groups=3)
+    singles = [RunningMeanStd((2,), torch.device("cpu")) for _ in range(3)]
+    for scale in (1.0, 5.0, 0.1):
+        batch = torch.randn(12, 2) * scale + torch.arange(12.0).unsqueeze(1)
+        grouped.update(batch)
+        for g, single in enumerate(singles):
+            single.update(batch[4 * g:4 * (g + 1)])
+    for g, single in enumerate(singles):
+        mine = member_state({"obs_rms": grouped.state_dict()}, g)["obs_rms"]
+        for key, value in single.state_dict().items():
+            torch.testing.assert_close(mine[key], value)

@@ -15,23 +15,39 @@ from rlrun.envs.base import StepResult, VecEnv
 
 
 class RunningMeanStd:
-    """Mean and variance of a stream of batches, merged with Chan et al.'s parallel update."""
+    """Mean and variance of a stream of batches, merged with Chan et al.'s parallel update.
 
-    def __init__(self, shape: tuple[int, ...], device: torch.device, epsilon: float = 1e-4):
-        self.mean = torch.zeros(shape, dtype=torch.float64, device=device)
-        self.var = torch.ones(shape, dtype=torch.float64, device=device)
-        self.count = torch.tensor(epsilon, dtype=torch.float64, device=device)
+    ``groups`` > 1 keeps one set of statistics per group of consecutive envs (the members of a population,
+    :mod:`rlrun.population`): ``mean`` and ``var`` are then [groups, *shape] and ``count`` [groups].
+    """
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device, epsilon: float = 1e-4, groups: int = 1):
+        lead = (groups,) if groups > 1 else ()
+        self.groups, self.ndim = groups, len(shape)
+        self.mean = torch.zeros((*lead, *shape), dtype=torch.float64, device=device)
+        self.var = torch.ones((*lead, *shape), dtype=torch.float64, device=device)
+        self.count = torch.full(lead, epsilon, dtype=torch.float64, device=device)
+
+    def grouped(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, *shape] -> [groups, B / groups, *shape] (unchanged for one group)."""
+        return x if self.groups == 1 else x.reshape(self.groups, -1, *x.shape[1:])
 
     def update(self, batch: torch.Tensor) -> None:
-        """Fold in ``batch`` [B, *shape]."""
-        batch = batch.to(torch.float64)
-        b_mean, b_var, b_count = batch.mean(0), batch.var(0, unbiased=False), batch.shape[0]
+        """Fold in ``batch`` [B, *shape] (B envs, ``groups`` consecutive groups of them)."""
+        batch = self.grouped(batch.to(torch.float64))
+        dim = 0 if self.groups == 1 else 1
+        b_mean, b_var, b_count = batch.mean(dim), batch.var(dim, unbiased=False), batch.shape[dim]
+        count = self.count.reshape(tuple(self.count.shape) + (1,) * self.ndim)  # broadcasts over *shape
         delta = b_mean - self.mean
-        total = self.count + b_count
+        total = count + b_count
         self.mean += delta * b_count / total
-        m2 = self.var * self.count + b_var * b_count + delta.pow(2) * self.count * b_count / total
+        m2 = self.var * count + b_var * b_count + delta.pow(2) * count * b_count / total
         self.var = m2 / total
-        self.count = total
+        self.count = total.reshape(self.count.shape)
+
+    def per_env(self, x: torch.Tensor) -> torch.Tensor:
+        """Statistics ``x`` [groups, *shape] for a batch of envs: [groups, 1, *shape] (as they are for one group)."""
+        return x if self.groups == 1 else x.unsqueeze(1)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"mean": self.mean.clone(), "var": self.var.clone(), "count": self.count.clone()}
@@ -80,13 +96,16 @@ class NormalizeObservation(VecEnvWrapper):
     """
 
     def __init__(self, env: VecEnv, clip: float | None = 10.0, rms: RunningMeanStd | None = None,
-                 update: bool = True, eps: float = 1e-8):
+                 update: bool = True, eps: float = 1e-8, groups: int = 1):
         super().__init__(env)
-        self.rms = rms or RunningMeanStd(env.single_observation_space.shape, env.device)
+        self.rms = rms or RunningMeanStd(env.single_observation_space.shape, env.device, groups=groups)
         self.clip, self.update, self.eps = clip, update, eps
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
-        out = ((obs - self.rms.mean) / torch.sqrt(self.rms.var + self.eps)).to(torch.float32)
+        rms = self.rms
+        grouped = rms.grouped(obs)
+        out = ((grouped - rms.per_env(rms.mean)) / torch.sqrt(rms.per_env(rms.var) + self.eps)).to(torch.float32)
+        out = out.reshape(obs.shape)
         return out.clamp(-self.clip, self.clip) if self.clip else out
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
@@ -133,10 +152,10 @@ class ScaleReward(VecEnvWrapper):
     centred, so its sign is kept (Engstrom et al. 2020, "reward scaling").
     """
 
-    def __init__(self, env: VecEnv, gamma: float, eps: float = 1e-8):
+    def __init__(self, env: VecEnv, gamma: float | torch.Tensor, eps: float = 1e-8, groups: int = 1):
         super().__init__(env)
-        self.gamma, self.eps = gamma, eps
-        self.rms = RunningMeanStd((), env.device)
+        self.gamma, self.eps = gamma, eps  # gamma: a float, or one per env [N] (a population's members)
+        self.rms = RunningMeanStd((), env.device, groups=groups)
         self.ret = torch.zeros(env.num_envs, dtype=torch.float64, device=env.device)
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
@@ -148,7 +167,8 @@ class ScaleReward(VecEnvWrapper):
         self.ret = self.ret * self.gamma + reward
         self.rms.update(self.ret)
         self.ret = self.ret * ~(terminated | truncated)
-        scaled = (reward / torch.sqrt(self.rms.var + self.eps)).to(torch.float32)
+        std = torch.sqrt(self.rms.per_env(self.rms.var) + self.eps)  # 0-d, or [groups, 1]
+        scaled = (self.rms.grouped(reward) / std).to(torch.float32).reshape(reward.shape)
         return obs, scaled, terminated, truncated, info
 
     def state_dict(self) -> dict[str, Any]:
@@ -179,22 +199,25 @@ class EnvSwitches:
     clip_obs: float | None = None
     norm_reward: bool = False
     clip_reward: float | None = None
-    gamma: float = 0.99
-    """The discount of the return whose running std scales the reward (norm_reward)."""
+    gamma: float | Any = 0.99
+    """The discount of the return whose running std scales the reward (norm_reward); one per env [N] for a
+    population whose members' gammas differ."""
 
 
-def wrap(env: VecEnv, switches: EnvSwitches, training: bool, obs_rms: RunningMeanStd | None = None) -> VecEnv:
+def wrap(env: VecEnv, switches: EnvSwitches, training: bool, obs_rms: RunningMeanStd | None = None,
+         groups: int = 1) -> VecEnv:
     """Apply ``switches`` in Engstrom et al.'s order: normalise (or clip) observations, scale, then clip rewards.
 
     Evaluation envs (``training=False``) share the training observation statistics ``obs_rms``, frozen, and
-    get the raw reward.
+    get the raw reward. ``groups`` > 1: the envs are that many consecutive groups (a population's members), each
+    with statistics of its own.
     """
     if switches.norm_obs:
-        env = NormalizeObservation(env, clip=switches.clip_obs, rms=obs_rms, update=training)
+        env = NormalizeObservation(env, clip=switches.clip_obs, rms=obs_rms, update=training, groups=groups)
     elif switches.clip_obs:
         env = ClipObservation(env, switches.clip_obs)
     if training and switches.norm_reward:
-        env = ScaleReward(env, switches.gamma)
+        env = ScaleReward(env, switches.gamma, groups=groups)
     if training and switches.clip_reward:
         env = ClipReward(env, switches.clip_reward)
     return env
@@ -207,3 +230,14 @@ def observation_statistics(env: VecEnv) -> RunningMeanStd | None:
             return env.rms
         env = env.env
     return None
+
+
+def member_state(state: Any, p: int) -> Any:
+    """Group ``p``'s part of a grouped env ``state_dict()``: each running statistic's ``[p]`` (the layout of the
+    same wrappers with one group, what a single run's checkpoint holds)."""
+    if isinstance(state, dict):
+        if set(state) == {"mean", "var", "count"} and state["count"].dim() == 1:
+            return {key: value[p].clone() for key, value in state.items()}
+        return {key: member_state(value, p) for key, value in state.items()}
+    return state
+

@@ -18,10 +18,6 @@ BATCHABLE = {
 }
 """Keys whose values may differ between the members of one population: none of them changes a shape."""
 
-STATEFUL_SWITCHES = ("norm_obs", "norm_reward")
-"""Env-side switches with running statistics (shared by the whole vector env, so not batchable yet)."""
-
-
 def why_not_batchable(cfg: DictConfig | dict[str, Any]) -> str | None:
     """Why the job ``cfg`` cannot train as a member of a population (None if it can)."""
     algo = cfg["algo"]
@@ -36,9 +32,6 @@ def why_not_batchable(cfg: DictConfig | dict[str, Any]) -> str | None:
         return "vpg's whole-episode batches (algo.batch_mode=episodes) differ in size between members"
     if algo["name"] == "a2c" and algo.get("shared_network"):
         return "algo.shared_network=true is not stacked yet"
-    on = [k for k in STATEFUL_SWITCHES if algo.get(k)]
-    if on:
-        return f"algo.{on[0]}=true keeps running statistics over the whole vector env"
     return None
 
 

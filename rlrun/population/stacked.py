@@ -105,8 +105,8 @@ class StackedActorCritic(nn.Module):
         """log pi(a|s) and the entropy of pi(.|s), [P, B] each, from the policy parameters [P, B, A]."""
         if self.discrete:
             return categorical_log_prob_entropy(params, action)
-        log_std = self.log_std.unsqueeze(1)  # [P, 1, A]
-        return gaussian_log_prob(params, log_std, action), gaussian_entropy(log_std, 1).expand(params.shape[:2])
+        log_prob = gaussian_log_prob(params, self.log_std.unsqueeze(1), action)  # log_std [P, 1, A]
+        return log_prob, gaussian_entropy(self.log_std, params.shape[1])
 
     def evaluate(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """log pi(a|s), entropy and V(s), [P, B] each, with gradients, from one pass over obs."""

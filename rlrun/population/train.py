@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from rlrun import resources
 from rlrun.config import ConfigError, TrainConfig, flatten, load, to_dict
 from rlrun.envs import make_vec_env
-from rlrun.envs.wrappers import wrap
+from rlrun.envs.wrappers import member_state, observation_statistics, wrap
 from rlrun.fused import keep_freed_memory
 from rlrun.interrupt import Interrupted, StopSignals
 from rlrun.logger import Logger, write_json
@@ -55,6 +55,17 @@ class Member:
 
     def state_dict(self) -> dict[str, Any]:
         return self.population.member_state_dict(self.index)
+
+
+class MemberEnv:
+    """What a member's :class:`Run` sees of the population's vector env: its own statistics, in a single run's
+    layout (the observation and reward normalisers keep one set per member)."""
+
+    def __init__(self, env: Any, index: int):
+        self.env, self.index = env, index
+
+    def state_dict(self) -> dict[str, Any]:
+        return member_state(self.env.state_dict(), self.index)
 
 
 class PopulationRun:
@@ -224,9 +235,13 @@ def train_population(cfgs: list[DictConfig | TrainConfig], signals: StopSignals 
         eval_env = None
         try:
             switches = first.algo.env_switches()
-            env = wrap(env, switches, training=True)
+            gammas = [c.algo.gamma for c in typed]
+            if switches.norm_reward and len(set(gammas)) > 1:  # each member scales by its own discounted return
+                per_env = torch.tensor(gammas, dtype=torch.float64, device=device)
+                switches = dataclasses.replace(switches, gamma=per_env.repeat_interleave(first.env.num_envs))
+            env = wrap(env, switches, training=True, groups=size)  # observation and reward statistics per member
             eval_env = wrap(make_vec_env(first.env, size * first.eval.episodes, device, training=False), switches,
-                            training=False)
+                            training=False, obs_rms=observation_statistics(env), groups=size)
             try:
                 agent = POPULATION_ALGOS[first.algo.name]([c.algo for c in typed], env.single_observation_space,
                                                           env.single_action_space, device)
@@ -238,8 +253,8 @@ def train_population(cfgs: list[DictConfig | TrainConfig], signals: StopSignals 
                 logger = Logger(run_dir, progress=False, total_steps=cfg.total_steps,
                                 description=f"{cfg.algo.name} {cfg.env.name}")
                 logger.config(flatten({k: v for k, v in to_dict(cfg).items() if k not in ("run_dir", "resume")}))
-                runs.append(Run(cfg, run_dir, Member(agent, p), env, eval_env, logger, reward_threshold(cfg.env), None,
-                                signals))
+                runs.append(Run(cfg, run_dir, Member(agent, p), MemberEnv(env, p), eval_env, logger,
+                                reward_threshold(cfg.env), None, signals))
             population = PopulationRun(runs, agent, env, eval_env, signals)
             print(f"rlrun: training {size} runs as one population ({first.algo.name} on {first.env.id}, "
                   f"{size} x {first.env.num_envs} envs on {device})", flush=True)
