@@ -138,7 +138,11 @@ class ReplayBuffer:
 
     def __init__(self, capacity: int, num_envs: int, observation_space: gym.Space, device: torch.device,
                  n_step: int = 1, gamma: float = 0.99, prioritized: bool = False, alpha: float = 0.5,
-                 priority_eps: float = 1e-6):
+                 priority_eps: float = 1e-6, groups: int = 1):
+        if groups > 1 and (prioritized or num_envs % groups):
+            raise ValueError(f"a replay of {groups} groups needs uniform sampling and envs in equal groups "
+                             f"(num_envs={num_envs}, prioritized={prioritized})")
+        self.groups = groups  # a population's members: envs in equal consecutive groups, sampled apart
         shape = tuple(observation_space.shape)
         self.frames = observation_space.dtype == "uint8" and len(shape) == 3
         self.stack = shape[0] if self.frames else 1
@@ -330,18 +334,26 @@ class ReplayBuffer:
             batch = self._gather(self._absolute(row), env)
             batch["weights"] = importance_weights(torch.from_numpy(probs).to(self.device), (hi - lo) * self.N, beta)
             return batch
-        t = torch.randint(lo, hi, (batch_size,), device=self.device)
-        env = torch.randint(0, self.N, (batch_size,), device=self.device)
-        batch = self._gather(t, env)
-        batch["weights"] = torch.ones(batch_size, device=self.device)
-        return batch
+        G, per_group = self.groups, self.N // self.groups
+        t = torch.randint(lo, hi, (G, batch_size), device=self.device)
+        env = torch.randint(0, per_group, (G, batch_size), device=self.device)  # each group draws from its own envs
+        env += torch.arange(0, self.N, per_group, device=self.device).unsqueeze(1)
+        batch = self._gather(t.reshape(-1), env.reshape(-1))
+        batch["weights"] = torch.ones(G * batch_size, device=self.device)
+        return self._by_group(batch)
 
     def latest(self) -> dict[str, torch.Tensor]:
         """The newest transition of every env (the naive online update, no replay)."""
         t = torch.full((self.N,), self.emitted - 1, dtype=torch.int64, device=self.device)
         batch = self._gather(t, self._env_ids)
         batch["weights"] = torch.ones(self.N, device=self.device)
-        return batch
+        return self._by_group(batch)
+
+    def _by_group(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """[G * B, ...] -> [G, B, ...] for a grouped buffer (a population's per-member batches)."""
+        if self.groups == 1:
+            return batch
+        return {k: v.reshape(self.groups, -1, *v.shape[1:]) for k, v in batch.items()}
 
     def update_priorities(self, indices: torch.Tensor, errors: torch.Tensor) -> None:
         """p_i = (|error_i| + eps)^alpha for the sampled ``indices``; the running max feeds new transitions."""

@@ -18,8 +18,11 @@ from rlrun.returns import gae
 
 class RunHooks(Protocol):
     step: int
-    """Environment steps taken so far (all envs together)."""
+    """Environment steps taken so far (all envs of a run together)."""
     total_steps: int
+    members: int
+    """Runs the loop trains at once: 1, or the members of a population (:mod:`rlrun.population`), which share the
+    vector env's envs evenly, member-major; ``step`` counts each member's steps."""
 
     def record_episodes(self, info: dict[str, torch.Tensor]) -> None:
         """Keep the episode statistics of one env step (device tensors, read back later)."""
@@ -86,7 +89,7 @@ def run_on_policy(agent: OnPolicy, env: VecEnv, obs: torch.Tensor, run: RunHooks
     """
     cfg = agent.cfg
     buffer = RolloutBuffer(cfg.num_steps, env)
-    batch_steps = cfg.num_steps * env.num_envs
+    batch_steps = cfg.num_steps * (env.num_envs // run.members)  # each run's share of the rollout
     stop = run.step >= run.total_steps
     while not stop:
         if agent.whole_episodes:  # every batch starts from freshly reset envs
@@ -104,15 +107,16 @@ def run_on_policy(agent: OnPolicy, env: VecEnv, obs: torch.Tensor, run: RunHooks
     return obs
 
 
-def make_replay(cfg: Any, env: VecEnv) -> ReplayBuffer:
+def make_replay(cfg: Any, env: VecEnv, members: int = 1) -> ReplayBuffer:
     """The off-policy loop's replay buffer for the algorithm config ``cfg`` (buffer_size, n_step, gamma and the
-    PER settings); ``replay=false`` keeps only the few newest rows that n-step returns and frame stacks need."""
+    PER settings); ``replay=false`` keeps only the few newest rows that n-step returns and frame stacks need.
+    ``members`` > 1: a population's, ``buffer_size`` per member, each sampling its own envs' transitions."""
     space, num_envs = env.single_observation_space, env.num_envs
     stack = space.shape[0] if len(space.shape) == 3 else 1
     minimum = num_envs * (cfg.n_step + stack + 1)
-    capacity = max(cfg.buffer_size, minimum) if cfg.replay else minimum
+    capacity = max(cfg.buffer_size * members, minimum) if cfg.replay else minimum
     return ReplayBuffer(capacity, num_envs, space, env.device, cfg.n_step, cfg.gamma, cfg.prioritized and cfg.replay,
-                        cfg.per_alpha, cfg.per_eps)
+                        cfg.per_alpha, cfg.per_eps, groups=members)
 
 
 def per_beta(start: float, fraction: float) -> float:
@@ -142,14 +146,14 @@ def run_off_policy(agent: OffPolicy, env: VecEnv, obs: torch.Tensor, run: RunHoo
     the last observation.
     """
     cfg = agent.cfg
-    replay = make_replay(cfg, env)
+    replay = make_replay(cfg, env, run.members)
     train_from = cfg.learning_starts
     if not run.keep("replay", replay) and run.step > 0:  # resumed without its replay: refill before learning
         train_from = run.step + cfg.learning_starts
         run.message(f"resumed at step {run.step:,} without the replay buffer (checkpoint.replay=false): collecting "
                     f"{cfg.learning_starts:,} transitions (algo.learning_starts) before the next update")
     replay.start(obs)
-    n = env.num_envs
+    n = env.num_envs // run.members  # each run's envs
     metrics: dict[str, Any] = {}
     last_log, last_train = run.step, run.step
     stop = run.step >= run.total_steps

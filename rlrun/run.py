@@ -78,6 +78,8 @@ class Run:
     The loops see it through :class:`rlrun.loops.RunHooks`.
     """
 
+    members = 1  # the loop trains this one run (a population's runs are driven by rlrun.population.train)
+
     def __init__(self, cfg: TrainConfig, run_dir: Path, agent, env: VecEnv, eval_env: VecEnv,
                  logger: Logger, threshold: float | None, state: dict[str, Any] | None,
                  signals: StopSignals | None = None):

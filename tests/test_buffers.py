@@ -297,3 +297,22 @@ def test_atari_memory_per_transition_is_within_budget():
     per_transition = buf.nbytes() / 4096
     assert 7056 < per_transition <= 7200, per_transition  # one 84x84 frame plus ~100 bytes
     assert per_transition * 1_000_000 <= 7.5e9
+
+
+def test_a_grouped_replay_samples_each_groups_own_envs():
+    """groups=3 over 6 envs: group g's batch holds only transitions of envs 2g and 2g+1 ([G, B, ...] batches)."""
+    space = gym.spaces.Box(-1.0, 1.0, (1,))
+    replay = ReplayBuffer(60, 6, space, torch.device("cpu"), groups=3)
+    obs = torch.zeros(6, 1)
+    replay.start(obs)
+    env_id = torch.arange(6.0).unsqueeze(1)  # each env's observation is its index
+    for _ in range(5):
+        info = {"final_obs": env_id, "episode_done": torch.zeros(6, dtype=torch.bool)}
+        replay.add(env_id, torch.zeros(6, dtype=torch.int64), torch.zeros(6), torch.zeros(6, dtype=torch.bool),
+                   torch.zeros(6, dtype=torch.bool), env_id, info)
+    batch = replay.sample(40)
+    assert batch["obs"].shape == (3, 40, 1) and batch["weights"].shape == (3, 40)
+    for g in range(3):
+        assert set(batch["obs"][g].flatten().tolist()) == {2.0 * g, 2.0 * g + 1}
+    assert replay.latest()["obs"].shape == (3, 2, 1)
+

@@ -176,7 +176,7 @@ def test_smoke_run_switches(tiny_cfg, overrides):
 class _OneIteration:
     """RunHooks for one iteration of run_on_policy; keeps the metrics."""
 
-    step, total_steps = 0, 10**9
+    step, total_steps, members = 0, 10**9, 1
 
     def __init__(self):
         self.metrics = None

@@ -125,8 +125,13 @@ def test_group_key_batches_only_shape_free_values(tmp_path):
     other_shape = tiny_config(tmp_path / "c", "algo=ppo", "algo.num_steps=64")
     assert group_key(base) == group_key(other_seed_lr)
     assert group_key(base) != group_key(other_shape)
-    dqn = tiny_config(tmp_path / "d", "algo=dqn")
-    assert group_key(dqn) is None and "dqn" in why_not_batchable(dqn)
+    rainbow = tiny_config(tmp_path / "d", "algo=rainbow")
+    assert group_key(rainbow) is None and "rainbow" in why_not_batchable(rainbow)
+    per = tiny_config(tmp_path / "d", "algo=dqn", "algo.prioritized=true")
+    assert group_key(per) is None and "prioritized" in why_not_batchable(per)
+    dqn = [tiny_config(tmp_path / "d", "algo=dqn", *extra) for extra in ((), ("algo.eps_end=0.1", "seed=2"),
+                                                                          ("algo.gamma=0.9",))]
+    assert group_key(dqn[0]) == group_key(dqn[1]) != group_key(dqn[2])  # DQN's replay holds one gamma
     episodes = tiny_config(tmp_path / "e", "algo=vpg")
     assert group_key(episodes) is None and "batch_mode" in why_not_batchable(episodes)
 
@@ -136,7 +141,9 @@ def members(tmp_path, *per_member: list[str], common: tuple[str, ...] = ()) -> l
 
 
 ALGO_SETTINGS = {"ppo": ("algo=ppo",), "a2c": ("algo=a2c", "algo.num_steps=32"),
-                 "vpg": ("algo=vpg", "algo.batch_mode=steps", "algo.num_steps=32")}
+                 "vpg": ("algo=vpg", "algo.batch_mode=steps", "algo.num_steps=32"),
+                 "dqn": ("algo=dqn", "algo.learning_starts=256", "algo.double=true", "algo.n_step=3",
+                         "algo.target_update_interval=256")}
 
 
 @pytest.mark.parametrize("algo", sorted(ALGO_SETTINGS))
@@ -216,3 +223,30 @@ def test_normalising_members_keep_statistics_of_their_own_and_resume_alone(tmp_p
     resumed = train(tiny_config(tmp_path / "m1", "seed=1", *common, "algo.gamma=0.99", "total_steps=2048",
                                 f"resume={tmp_path / 'm1'}"))
     assert resumed["status"] == "completed" and resumed["steps"] == 2048
+
+
+def test_one_dqn_member_updates_as_its_single_run():
+    """DQN (double, target network, Huber loss, clipping): a population of one makes the single run's steps."""
+    from rlrun.algos.dqn import DQN, DQNConfig
+    from rlrun.population.algos import PopulationDQN
+
+    cfg = DQNConfig(double=True, hidden_sizes=[32, 32], max_grad_norm=1.0, lr=1e-3)
+    torch.manual_seed(3)
+    single = DQN(cfg, OBS, ACT, CPU)
+    torch.manual_seed(3)
+    population = PopulationDQN([cfg], OBS, ACT, CPU)
+    g = torch.Generator().manual_seed(0)
+    for step in range(4):
+        b = {"obs": torch.randn(32, 4, generator=g), "next_obs": torch.randn(32, 4, generator=g),
+             "actions": torch.randint(0, 2, (32,), generator=g), "returns": torch.randn(32, generator=g),
+             "discounts": torch.full((32,), 0.99), "weights": torch.ones(32)}
+        single_out = single.update(b)
+        pop_out = population.update({k: v.unsqueeze(0) for k, v in b.items()})
+        single.update_target(1000 * (step + 1))
+        population.update_target(1000 * (step + 1))
+    torch.testing.assert_close(pop_out.errors[0], single_out.errors, rtol=1e-4, atol=1e-5)
+    state = population.member_state_dict(0)
+    for key in ("policy", "target"):
+        for name, value in single.state_dict()[key].items():
+            torch.testing.assert_close(state[key][name], value, rtol=1e-4, atol=1e-5)
+

@@ -132,22 +132,22 @@ def test_max_size_splits_a_group(tmp_path, fake_population, capsys):
 
 def test_a_job_that_cannot_join_runs_alone_through_the_ordinary_path(tmp_path, fake_population, capsys):
     sweep_dir = tmp_path / "sweep"
-    returns = _multirun(sweep_dir, "algo=ppo,dqn", "seed=0,1", *TINY)
+    returns = _multirun(sweep_dir, "algo=ppo,rainbow", "seed=0,1", *TINY)
     out = capsys.readouterr().out
     assert "2 jobs train together in one process (they differ in seed)" in out
-    assert out.count("runs alone: algo=dqn does not train as a population yet") == 2
-    assert [[m["seed"] for m in group] for group in fake_population] == [[0, 1]]  # dqn never reached it
+    assert out.count("runs alone: algo=rainbow does not train as a population yet") == 2
+    assert [[m["seed"] for m in group] for group in fake_population] == [[0, 1]]  # rainbow never reached it
 
     rows = _rows(sweep_dir)
     assert [(r["overrides"].split()[0], r["seed"], r["status"]) for r in rows] == [
         ("algo=ppo", "0", "completed"), ("algo=ppo", "1", "completed"),
-        ("algo=dqn", "0", "completed"), ("algo=dqn", "1", "completed")]
+        ("algo=rainbow", "0", "completed"), ("algo=rainbow", "1", "completed")]
     for row in rows:
         assert _overrides(sweep_dir / row["job"])[0] == row["overrides"].split()[0]
-    dqn = [sweep_dir / r["job"] for r in rows[2:]]
-    for job, ret in zip(dqn, returns[2:]):  # a real, tiny run: TensorBoard events, its own return value
+    rainbow = [sweep_dir / r["job"] for r in rows[2:]]
+    for job, ret in zip(rainbow, returns[2:]):  # a real, tiny run: TensorBoard events, its own return value
         summary = json.loads((job / "summary.json").read_text())
-        assert summary["algo"] == "dqn" and list(job.glob("events.out.tfevents.*"))
+        assert summary["algo"] == "rainbow" and list(job.glob("events.out.tfevents.*"))
         assert ret.return_value == summary["final_eval_return"]
     assert [r.return_value for r in returns[:2]] == [_value(m["seed"], m["lr"]) for m in fake_population[0]]
     nums = [yaml.safe_load((sweep_dir / r["job"] / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]["num"]

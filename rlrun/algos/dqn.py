@@ -154,10 +154,11 @@ def linear_schedule(start: float, end: float, duration: float, progress: float) 
     return start + (end - start) * min(1.0, progress / duration)
 
 
-def epsilon_greedy(q_values: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """a = argmax_a Q(s, a) with probability 1 - epsilon, else uniform.  q_values [B, A] -> [B]."""
+def epsilon_greedy(q_values: torch.Tensor, epsilon: float | torch.Tensor) -> torch.Tensor:
+    """a = argmax_a Q(s, a) with probability 1 - epsilon, else uniform.  q_values [B, A] -> [B]; epsilon a
+    float or one per sample [B] (a population's members)."""
     greedy = q_values.argmax(-1)  # [B]
-    if epsilon <= 0:
+    if not isinstance(epsilon, torch.Tensor) and epsilon <= 0:
         return greedy
     random = torch.randint_like(greedy, q_values.shape[-1])
     explore = torch.rand(greedy.shape, device=greedy.device) < epsilon
@@ -171,17 +172,17 @@ def greedy_next_action(q_next_online: torch.Tensor, q_next_target: torch.Tensor,
 
 def td_target(returns: torch.Tensor, discounts: torch.Tensor, q_next_target: torch.Tensor,
               next_action: torch.Tensor) -> torch.Tensor:
-    """y = G + gamma_n Q_target(s', a*), with gamma_n = gamma^m (0 after a terminal state).  [B]."""
-    return returns + discounts * q_next_target.gather(1, next_action.unsqueeze(1)).squeeze(1)
+    """y = G + gamma_n Q_target(s', a*), with gamma_n = gamma^m (0 after a terminal state).  [B] ([P, B])."""
+    return returns + discounts * q_next_target.gather(-1, next_action.unsqueeze(-1)).squeeze(-1)
 
 
 def td_loss(q: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, kind: str) -> torch.Tensor:
-    """L = mean_i w_i l(y_i - Q(s_i, a_i)), l = Huber (delta 1) or squared error.  [B] -> 0-d."""
+    """L = mean_i w_i l(y_i - Q(s_i, a_i)), l = Huber (delta 1) or squared error.  [B] -> 0-d ([P, B] -> [P])."""
     if kind == "huber":
         per = nn.functional.smooth_l1_loss(q, target, reduction="none")  # [B]
     else:
         per = (q - target).pow(2)  # [B]
-    return (weights * per).mean()
+    return (weights * per).mean(-1)
 
 
 def categorical_loss(log_probs: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
@@ -268,10 +269,10 @@ class DQN:
             next_action = greedy_next_action(q_next_online, q_next_target, cfg.double)  # [B]
         out = policy.net(batch["obs"])  # [B, A] or [B, A, K]
         if not cfg.distributional:
-            q = out.gather(1, actions.unsqueeze(1)).squeeze(1)  # [B]
+            q = out.gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # [B] (a population's [P, B])
             target = td_target(batch["returns"], batch["discounts"], q_next_target, next_action)  # [B]
             loss = td_loss(q, target, batch["weights"], cfg.loss)
-            return loss, (target - q).detach(), q.detach().mean()
+            return loss, (target - q).detach(), q.detach().mean(-1)
         log_probs = out.log_softmax(-1)  # [B, A, K]
         chosen = log_probs[torch.arange(actions.shape[0], device=actions.device), actions]  # [B, K]
         with torch.no_grad():

@@ -16,9 +16,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from rlrun.population.groups import ALGOS, BATCHABLE, group_key, why_not_batchable
+from rlrun.population.groups import ALGOS, BATCHABLE, BATCHABLE_PER_ALGO, group_key, why_not_batchable
 
-__all__ = ["ALGOS", "BATCHABLE", "group_key", "train_population", "why_not_batchable"]
+__all__ = ["ALGOS", "BATCHABLE", "BATCHABLE_PER_ALGO", "group_key", "train_population", "why_not_batchable"]
 
 
 def train_population(cfgs: list[DictConfig], signals: Any = None) -> list[dict[str, Any]]:

@@ -20,11 +20,19 @@ import gymnasium as gym
 import torch
 
 from rlrun.algos.a2c import A2C
+from rlrun.algos.base import OffPolicyUpdate
+from rlrun.algos.dqn import DQN, epsilon_greedy, linear_schedule
 from rlrun.algos.ppo import PPO
 from rlrun.algos.vpg import VPG
 from rlrun.fused import FlatAdam
-from rlrun.networks import ActorCritic
-from rlrun.population.stacked import StackedActorCritic, StackedAdam, StackedRMSprop, clip_member_grads
+from rlrun.networks import ActorCritic, QNetwork
+from rlrun.population.stacked import (
+    StackedActorCritic,
+    StackedAdam,
+    StackedQNetwork,
+    StackedRMSprop,
+    clip_member_grads,
+)
 from rlrun.returns import gae
 
 
@@ -43,9 +51,9 @@ def shared_or_members(cfgs: list[Any], key: str, device: torch.device) -> float 
 class Population:
     """What the populations share: the stacked network, per-member settings, targets, freezing, checkpoints."""
 
-    single: type  # the single-run algorithm (PPO, A2C, VPG)
+    single: type  # the single-run algorithm (PPO, A2C, VPG, DQN)
     num_members: int
-    policy: StackedActorCritic
+    stacked_net: Any  # the stacked network the optimisers step (StackedActorCritic, StackedQNetwork)
     stacked: dict[str, Any]  # the stacked optimisers, named as the single run's (policy, critic)
 
     def setup(self, cfgs: list[Any], observation_space: gym.Space, action_space: gym.Space,
@@ -58,7 +66,7 @@ class Population:
         # Each member is initialised as its single run would be (one after another from torch's generator).
         members = [ActorCritic(observation_space, action_space, c.hidden_sizes, c.activation, c.ortho_init,
                                c.log_std_init).to(device) for c in cfgs]
-        self.policy = StackedActorCritic(members, cfg.activation, fused=cfg.fused)
+        self.policy = self.stacked_net = StackedActorCritic(members, cfg.activation, fused=cfg.fused)
         # The config the inherited loss reads: the first member's, with each coefficient that differs as [P].
         self.cfg = copy.copy(cfg)
         for key in ("vf_coef", "ent_coef"):
@@ -177,9 +185,9 @@ class Population:
         if stacked.steps == 0:
             return state
         names = {id(param): n for n, param in policy.named_parameters()}
-        per_name = {n: stacked.member_state(p, slice(*self.policy.columns[n])) for n in names.values()
-                    if self.policy.columns[n][0] >= (stacked.columns.start or 0)
-                    and self.policy.columns[n][1] <= (stacked.columns.stop or self.policy.flat.shape[1])}
+        columns, width = self.stacked_net.columns, self.stacked_net.flat.shape[1]
+        per_name = {n: stacked.member_state(p, slice(*columns[n])) for n in names.values()
+                    if columns[n][0] >= (stacked.columns.start or 0) and columns[n][1] <= (stacked.columns.stop or width)}
         if isinstance(single_optimizer, FlatAdam):  # one flat parameter: every parameter in the module's order
             order = [per_name[n] for n, _ in policy.named_parameters()]
             state["state"] = {0: {k: order[0][k] if k == "step" else torch.cat([e[k] for e in order])
@@ -310,4 +318,106 @@ class PopulationVPG(Population, VPG):
         self.gradient_step_stacked(loss, optimizer)
 
 
-POPULATION_ALGOS = {"ppo": PopulationPPO, "a2c": PopulationA2C, "vpg": PopulationVPG}
+class StackedQ:
+    """What :meth:`DQN.loss` calls as a Q-network, for the stacked online parameters or a target's ``flat``."""
+
+    atoms = 1
+
+    def __init__(self, net: StackedQNetwork, flat: torch.Tensor | None = None):
+        self.net, self.flat = net, flat
+
+    def __call__(self, obs: torch.Tensor, noise: bool = True) -> torch.Tensor:
+        return self.net.q_values(obs, self.flat)  # [P, B, A]
+
+    def reset_noise(self) -> None:
+        """No noisy layers here (noisy nets run alone)."""
+
+
+class StackedQPolicy:
+    """Epsilon-greedy over the members' Q-values, each member with its own epsilon."""
+
+    def __init__(self, net: StackedQNetwork, eval_epsilon: float):
+        self.net, self.eval_epsilon = StackedQ(net), eval_epsilon
+        self.epsilon = torch.ones(net.num_members, device=net.flat.device)  # [P], set by the schedule
+
+    def q_values(self, obs: torch.Tensor, noise: bool = True) -> torch.Tensor:
+        return self.net(obs)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Actions for the population's flat batch obs [P * N, ...] (member-major)."""
+        P = self.net.net.num_members
+        q = self.net(obs.reshape(P, -1, *obs.shape[1:]))  # [P, N, A]
+        epsilon = self.eval_epsilon if deterministic else self.epsilon.repeat_interleave(q.shape[1])  # [P * N]
+        action = epsilon_greedy(q.reshape(-1, q.shape[-1]), epsilon)
+        return action, torch.zeros(action.shape, device=action.device)
+
+
+class PopulationDQN(Population, DQN):
+    """DQN for P members (replay on or off, target network on or off, double Q-learning, n-step returns):
+    :meth:`DQN.loss` on member-major batches [P, B] from a replay that samples each member's own envs. Rainbow's
+    prioritized replay, dueling, noisy and C51 heads run alone."""
+
+    single = DQN
+
+    def __init__(self, cfgs: list[Any], observation_space: gym.Space, action_space: gym.Space,
+                 device: torch.device):
+        cfg = cfgs[0]
+        if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+            raise ValueError(f"population training takes vector observations; this env has {observation_space}")
+        self.cfgs, self.cfg, self.num_members, self.device = cfgs, cfg, len(cfgs), device
+        self.spaces = (observation_space, action_space)
+        nets = [QNetwork(observation_space, int(action_space.n), c.hidden_sizes).to(device) for c in cfgs]
+        self.stacked_net = StackedQNetwork(nets)
+        self.target_flat = self.stacked_net.flat.detach().clone() if cfg.target_network else None
+        self.target = StackedQ(self.stacked_net, self.target_flat) if cfg.target_network else None
+        self.policy = StackedQPolicy(self.stacked_net, cfg.eval_epsilon)
+        self.max_grad_norm = member_values(cfgs, "max_grad_norm", device)
+        self.clips = bool(torch.isfinite(self.max_grad_norm).any())
+        self.active = torch.ones(self.num_members, device=device)
+        self.stacked, self.base_lrs, self._templates = {}, {}, {}
+        self.add_stacked("optimizer", StackedAdam(self.stacked_net.flat.data, member_values(cfgs, "lr", device),
+                                                  member_values(cfgs, "adam_eps", device)), "lr")
+        ranges = [c.epsilon_range for c in cfgs]
+        self.eps_start = torch.tensor([r[0] for r in ranges], device=device)  # [P]
+        self.eps_end = torch.tensor([r[1] for r in ranges], device=device)  # [P]
+        self.gradient_steps_done = 0
+        self.last_target_update = 0
+
+    def set_progress(self, fraction: float) -> dict[str, torch.Tensor]:
+        """Each member's epsilon (linear decay from its eps_start to its eps_end)."""
+        self.policy.epsilon = linear_schedule(self.eps_start, self.eps_end, self.cfg.eps_fraction, fraction)
+        return {"charts/epsilon": self.policy.epsilon}
+
+    def update(self, batch: dict[str, torch.Tensor]) -> OffPolicyUpdate:
+        """One gradient step for every member on its own replay batch (``batch`` tensors [P, B, ...])."""
+        loss, errors, q_mean = self.loss(batch)  # [P], [P, B], [P]
+        flat = self.stacked_net.flat
+        flat.grad = None
+        loss.sum().backward()
+        if self.clips:
+            clip_member_grads(flat.grad, self.max_grad_norm)
+        self.stacked["optimizer"].step(flat.grad)
+        self.gradient_steps_done += 1
+        return OffPolicyUpdate({"losses/td_loss": loss.detach(), "losses/q_values": q_mean}, errors)
+
+    @torch.no_grad()
+    def update_target(self, step: int) -> None:
+        """As :meth:`DQN.update_target`, for every member's target at once."""
+        interval = self.cfg.target_update_interval
+        if self.target_flat is None or step // interval <= self.last_target_update // interval:
+            return
+        self.target_flat.lerp_(self.stacked_net.flat.detach(), self.cfg.tau)  # tau = 1: a copy
+        self.last_target_update = step
+
+    def member_state_dict(self, p: int) -> dict[str, Any]:
+        single = self.template(p)
+        single.policy.net.load_state_dict(self.stacked_net.member(p))
+        if self.target_flat is not None:
+            single.target.load_state_dict(self.stacked_net.member(p, self.target_flat))
+        single.optimizer.load_state_dict(self.export_optimizer(p, "optimizer", single.optimizer, single.policy.net))
+        single.gradient_steps_done, single.last_target_update = self.gradient_steps_done, self.last_target_update
+        return single.state_dict()
+
+
+POPULATION_ALGOS = {"ppo": PopulationPPO, "a2c": PopulationA2C, "vpg": PopulationVPG, "dqn": PopulationDQN}

@@ -7,16 +7,27 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-ALGOS = ("ppo", "a2c", "vpg")
+ALGOS = ("ppo", "a2c", "vpg", "dqn")
 """Algorithms that train as populations (the others run as ordinary jobs)."""
 
 BATCHABLE = {
-    "seed", "run_dir", "progress",
-    "algo.lr", "algo.adam_eps", "algo.gamma", "algo.gae_lambda", "algo.max_grad_norm", "algo.ent_coef",
-    "algo.vf_coef", "algo.clip_coef", "algo.vf_clip_coef", "algo.rmsprop_alpha", "algo.vf_lr",
-    "env.reward_threshold", "eval.stop_at_threshold",
+    "seed", "run_dir", "progress", "env.reward_threshold", "eval.stop_at_threshold",
+    "algo.lr", "algo.adam_eps", "algo.max_grad_norm",
 }
-"""Keys whose values may differ between the members of one population: none of them changes a shape."""
+"""Keys whose values may differ between the members of any population: none of them changes a shape."""
+
+BATCHABLE_PER_ALGO = {
+    "ppo": {"algo.gamma", "algo.gae_lambda", "algo.ent_coef", "algo.vf_coef", "algo.clip_coef", "algo.vf_clip_coef"},
+    "a2c": {"algo.gamma", "algo.gae_lambda", "algo.ent_coef", "algo.vf_coef", "algo.rmsprop_alpha"},
+    "vpg": {"algo.gamma", "algo.ent_coef", "algo.vf_lr"},
+    # DQN's gamma stays shared: the replay computes the n-step returns at insertion, with one gamma.
+    "dqn": {"algo.eps_start", "algo.eps_end"},
+}
+"""And the keys each algorithm batches on top of :data:`BATCHABLE`."""
+
+RAINBOW_SWITCHES = ("prioritized", "dueling", "noisy", "distributional")
+"""DQN's switches that population training does not stack yet (those jobs run alone)."""
+
 
 def why_not_batchable(cfg: DictConfig | dict[str, Any]) -> str | None:
     """Why the job ``cfg`` cannot train as a member of a population (None if it can)."""
@@ -30,6 +41,8 @@ def why_not_batchable(cfg: DictConfig | dict[str, Any]) -> str | None:
         return "image observations (Atari) are not stacked yet: populations take vector observations"
     if algo["name"] == "vpg" and algo.get("batch_mode", "episodes") != "steps":
         return "vpg's whole-episode batches (algo.batch_mode=episodes) differ in size between members"
+    if algo["name"] == "dqn" and (on := [k for k in RAINBOW_SWITCHES if algo.get(k)]):
+        return f"algo.{on[0]}=true is not stacked yet (DQN populations: replay, target network, double, n-step)"
     if algo["name"] == "a2c" and algo.get("shared_network"):
         return "algo.shared_network=true is not stacked yet"
     return None
@@ -44,7 +57,7 @@ def group_key(cfg: DictConfig | dict[str, Any]) -> str | None:
         return None
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
     plain.pop("hydra", None)
-    for key in BATCHABLE:
+    for key in BATCHABLE | BATCHABLE_PER_ALGO[cfg["algo"]["name"]]:
         node, *path = key.split(".")
         if path:
             plain.get(node, {}).pop(path[0], None)

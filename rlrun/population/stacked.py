@@ -34,7 +34,48 @@ Layer = tuple[int, int, int, int, int, int]
 out features, in features)."""
 
 
-class StackedActorCritic(nn.Module):
+class Stacked(nn.Module):
+    """P copies of one network's parameters as rows of one tensor ``flat`` [P, D], in ``order`` (names)."""
+
+    def __init__(self, members: list[nn.Module], order: list[str]):
+        super().__init__()
+        shapes = {name: p.shape for name, p in members[0].named_parameters()}
+        self.num_members = len(members)
+        self.shapes = {name: shapes[name] for name in order}
+        self.columns: dict[str, tuple[int, int]] = {}
+        offset = 0
+        for name, shape in self.shapes.items():
+            self.columns[name] = (offset, offset + math.prod(shape))
+            offset += math.prod(shape)
+        rows = []
+        for member in members:
+            params = dict(member.named_parameters())
+            rows.append(torch.cat([params[name].detach().reshape(-1) for name in order]))
+        self.flat = nn.Parameter(torch.stack(rows))  # [P, D]: member p's parameters in ``order``
+
+    def layout(self, prefix: str = "") -> tuple[Layer, ...]:
+        """The Linear layers (weight, bias pairs in order) whose names start with ``prefix``."""
+        names = [n for n in self.shapes if n.startswith(prefix)]
+        return tuple((*self.columns[w], *self.columns[b], *self.shapes[w]) for w, b in zip(names[0::2], names[1::2]))
+
+    def view(self, name: str) -> torch.Tensor:
+        """Parameter ``name`` of every member: a view [P, *shape] into ``flat``."""
+        start, stop = self.columns[name]
+        return self.flat[:, start:stop].view(self.num_members, *self.shapes[name])
+
+    def member(self, p: int, flat: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Member ``p``'s parameters (of ``flat``, default its own) as the member network's state dict (copies)."""
+        flat = (self.flat if flat is None else flat).detach()
+        return {name: flat[p, a:b].reshape(self.shapes[name]).clone() for name, (a, b) in self.columns.items()}
+
+    def load_member(self, p: int, state: dict[str, torch.Tensor]) -> None:
+        """Put a member network's state dict into member ``p``."""
+        with torch.no_grad():
+            for name, (a, b) in self.columns.items():
+                self.flat[p, a:b] = state[name].reshape(-1)
+
+
+class StackedActorCritic(Stacked):
     """P actor-critics (vector observations, MLP actor and critic) as one module over [P, B, ...] batches.
 
     Built from P initialised :class:`ActorCritic` members (so each starts as a single run would); ``member(p)``
@@ -48,39 +89,18 @@ class StackedActorCritic(nn.Module):
     """
 
     def __init__(self, members: list[ActorCritic], activation: str, fused: bool = False):
-        super().__init__()
         first = members[0]
         if first.shared_trunk or not isinstance(first.trunk, nn.Identity):
             raise ValueError("population training stacks MLP actor-critics over vector observations only")
-        self.num_members, self.discrete = len(members), first.discrete
-        self.activation, self.fused = activation, fused
         # The actor's parameters (its MLP, then the Gaussian's log std) first, the critic's after them, so each
         # part is a contiguous block of columns that an optimiser of its own can step (VPG's two learning rates).
-        shapes = {name: p.shape for name, p in first.named_parameters()}
-        order = sorted(shapes, key=lambda name: name.startswith("critic."))  # stable: the module's order within
-        self.shapes = {name: shapes[name] for name in order}
-        self.columns: dict[str, tuple[int, int]] = {}
-        offset = 0
-        for name, shape in self.shapes.items():
-            self.columns[name] = (offset, offset + math.prod(shape))
-            offset += math.prod(shape)
-        self.critic_columns = slice(self.columns[next(n for n in order if n.startswith("critic."))][0], offset)
-        self.actor_columns = slice(0, self.critic_columns.start)
-        rows = []
-        for member in members:
-            params = dict(member.named_parameters())
-            rows.append(torch.cat([params[name].detach().reshape(-1) for name in order]))
-        self.flat = nn.Parameter(torch.stack(rows))  # [P, D]: member p's parameters, actor part then critic part
+        names = [name for name, _ in first.named_parameters()]
+        super().__init__(members, sorted(names, key=lambda name: name.startswith("critic.")))  # stable sort
+        self.discrete, self.activation, self.fused = first.discrete, activation, fused
+        critic = self.columns[next(n for n in self.shapes if n.startswith("critic."))][0]
+        self.critic_columns = slice(critic, self.flat.shape[1])
+        self.actor_columns = slice(0, critic)
         self.layouts = (self.layout("actor."), self.layout("critic."))
-
-    def layout(self, prefix: str) -> tuple[Layer, ...]:
-        names = [n for n in self.shapes if n.startswith(prefix)]
-        return tuple((*self.columns[w], *self.columns[b], *self.shapes[w]) for w, b in zip(names[0::2], names[1::2]))
-
-    def view(self, name: str) -> torch.Tensor:
-        """Parameter ``name`` of every member: a view [P, *shape] into ``flat``."""
-        start, stop = self.columns[name]
-        return self.flat[:, start:stop].view(self.num_members, *self.shapes[name])
 
     def mlps(self, x: torch.Tensor, actor: bool = True, critic: bool = True) -> list[torch.Tensor]:
         """The actor's and/or the critic's outputs [P, B, out] for x [P, B, in]."""
@@ -128,16 +148,21 @@ class StackedActorCritic(nn.Module):
         logp = gaussian_log_prob(params, log_std, action)
         return action.reshape(-1, action.shape[-1]), logp.reshape(-1)
 
-    def member(self, p: int) -> dict[str, torch.Tensor]:
-        """Member ``p``'s parameters as an :class:`ActorCritic` state dict (copies)."""
-        return {name: self.flat.detach()[p, a:b].reshape(self.shapes[name]).clone()
-                for name, (a, b) in self.columns.items()}
 
-    def load_member(self, p: int, state: dict[str, torch.Tensor]) -> None:
-        """Put an :class:`ActorCritic` state dict into member ``p``."""
-        with torch.no_grad():
-            for name, (a, b) in self.columns.items():
-                self.flat[p, a:b] = state[name].reshape(-1)
+class StackedQNetwork(Stacked):
+    """P plain MLP Q-networks (:class:`rlrun.networks.QNetwork` without dueling, noisy or C51 heads: Linear and
+    ReLU layers) as one module: obs [P, B, obs_dim] -> Q-values [P, B, A]. A target network is a second tensor
+    like ``flat``, evaluated with :meth:`q_values` ``(obs, target)``."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__(members, [name for name, _ in members[0].named_parameters()])
+        self.layers = self.layout()
+
+    def q_values(self, obs: torch.Tensor, flat: torch.Tensor | None = None) -> torch.Tensor:
+        """Q(s, .) [P, B, A] of the online parameters, or of ``flat`` (a target network's, no gradient)."""
+        if flat is not None:
+            return plain_mlp(flat, self.layers, "relu", obs)
+        return StackedMLPs.apply([self.layers], "relu", obs, self.flat)[0]
 
 
 def plain_mlp(flat: torch.Tensor, layout: tuple[Layer, ...], activation: str, x: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """``train_population(cfgs) -> summaries``: P runs trained as one, each a full run of its own.
 
 One vector env holds every member's envs (member p owns envs ``p * N .. (p + 1) * N - 1``), one stacked agent
-(:mod:`rlrun.population.algos`) acts for all of them, and the ordinary on-policy loop
-(:func:`rlrun.loops.run_on_policy`) drives the lot through a :class:`PopulationRun`, which splits every
+(:mod:`rlrun.population.algos`) acts for all of them, and the algorithm's ordinary loop
+(:mod:`rlrun.loops`: the off-policy one with a replay that samples each member's envs apart) drives the lot
+through a :class:`PopulationRun`, which splits every
 iteration's episodes, metrics and evaluations among the members' own :class:`rlrun.run.Run` objects. Those
 write what a single run writes: TensorBoard events, checkpoints (in the single run's layout, so a member's
 folder resumes and evaluates as an ordinary run), ``summary.json``.
@@ -32,7 +33,7 @@ from rlrun.envs.wrappers import member_state, observation_statistics, wrap
 from rlrun.fused import keep_freed_memory
 from rlrun.interrupt import Interrupted, StopSignals
 from rlrun.logger import Logger, write_json
-from rlrun.loops import run_on_policy
+from rlrun.loops import LOOPS
 from rlrun.population.algos import POPULATION_ALGOS
 from rlrun.population.groups import group_key, why_not_batchable
 from rlrun.run import EVAL_SEEDS, TRAIN_SEEDS, Run, TrainingDiverged, check_finite, env_seed, evaluate
@@ -69,14 +70,14 @@ class MemberEnv:
 
 
 class PopulationRun:
-    """The loop's :class:`rlrun.loops.RunHooks` for a population: ``step`` counts the env steps of all members
-    together (``P`` times each member's), and each iteration's results go to the members' runs."""
+    """The loop's :class:`rlrun.loops.RunHooks` for a population: ``step`` counts each member's env steps (they
+    step together), and each iteration's results go to the members' runs."""
 
     def __init__(self, runs: list[Run], agent: Any, env: Any, eval_env: Any, signals: StopSignals):
         self.runs, self.agent, self.env, self.eval_env, self.signals = runs, agent, env, eval_env, signals
-        self.size = len(runs)
-        self.step = runs[0].step * self.size
-        self.total_steps = runs[0].total_steps * self.size
+        self.size = self.members = len(runs)
+        self.step = runs[0].step
+        self.total_steps = runs[0].total_steps
         self.status: list[str | None] = [None] * self.size  # None while training, then the summary's status
         self.errors: list[str | None] = [None] * self.size
         self._episodes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -104,7 +105,7 @@ class PopulationRun:
 
     def end_iteration(self, metrics: dict[str, Any]) -> bool:
         """Each member's episodes, metrics, evaluation and checkpoint; True once no member is training."""
-        member_step = self.step // self.size
+        member_step = self.step
         for p in self.active():
             self.runs[p].step = member_step
         self.log_episodes()
@@ -220,7 +221,7 @@ def train_population(cfgs: list[DictConfig | TrainConfig], signals: StopSignals 
     first, size = typed[0], len(typed)
     device = resolve_device(first.device)
     torch.set_num_threads(first.torch_threads)
-    if device.type == "cpu" and first.algo.fused:  # algo.fused: the CPU speed path (rlrun/fused.py)
+    if device.type == "cpu":  # stacked activations are ~1 MiB: keep malloc from re-faulting them (rlrun/fused.py)
         keep_freed_memory()
     run_dirs = [Path(c.run_dir) if c.run_dir else default_run_dir(c) for c in typed]
     for run_dir in run_dirs:
@@ -273,11 +274,11 @@ def execute(population: PopulationRun, signals: StopSignals) -> list[dict[str, A
     with signals:
         try:
             obs = population.env.reset(seed=env_seed(population.seed, TRAIN_SEEDS, 0))
-            run_on_policy(population.agent, population.env, obs, population)
+            LOOPS[type(population.agent).loop](population.agent, population.env, obs, population)
             active = population.active()
             if active and any(population.runs[p].last_eval_step != population.runs[p].step for p in active):
                 population.run_eval()
-            population.report(population.step // population.size, final=True)
+            population.report(population.step, final=True)
             status = "completed"
         except Interrupted as err:
             status, signame = "interrupted", err.signame
@@ -285,7 +286,7 @@ def execute(population: PopulationRun, signals: StopSignals) -> list[dict[str, A
             status, signame = "interrupted", "SIGINT"
         except Exception as err:
             if out_of_memory(err):
-                error = (f"Out of memory at step {population.step // population.size} ({str(err).splitlines()[0]}): "
+                error = (f"Out of memory at step {population.step} ({str(err).splitlines()[0]}): "
                          "a smaller population (hydra.launcher.max_size) or fewer envs per member needs less.")
             else:
                 error = f"{type(err).__name__}: {err}"
