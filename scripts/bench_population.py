@@ -13,6 +13,7 @@ return of 475 and how many ended there, with the median env steps to the first s
 
     python scripts/bench_population.py                     # about 6 minutes on 2 cores
     python scripts/bench_population.py --seeds 4 --skip-sb3
+    python scripts/bench_population.py --dqn --seeds 8       # DQN's CartPole preset: population vs sweep
     python scripts/bench_population.py --members 1024,4096 --device cuda --steps 500000   # on a GPU: aggregate SPS
 
 The last form trains populations of the given sizes in this process (tensor CartPole on the device) and prints
@@ -41,9 +42,9 @@ ZOO = ["experiment=ppo_cartpole_zoo", "env.backend=torch", "progress=false", "de
        f"eval.every_steps={EVAL_EVERY}", f"eval.episodes={EVAL_EPISODES}"]
 
 
-def rlrun_sweep(sweep_dir: Path, seeds: int, extra: list[str]) -> dict:
+def rlrun_sweep(sweep_dir: Path, seeds: int, extra: list[str], base: list[str] = ZOO) -> dict:
     """One `rlrun train -m` sweep in a fresh process; its wall time and the jobs' summaries."""
-    cmd = [sys.executable, "-m", "rlrun.cli", "train", "-m", *ZOO, f"seed=range({seeds})",
+    cmd = [sys.executable, "-m", "rlrun.cli", "train", "-m", *base, f"seed=range({seeds})",
            f"hydra.sweep.dir={sweep_dir}", *extra]
     start = time.perf_counter()
     done = subprocess.run(cmd, check=False, capture_output=True, text=True)
@@ -149,6 +150,26 @@ def cpu_comparison(args: argparse.Namespace) -> None:
         print(f"(a)/(c) = {a / results['(c) SB3, 2 processes at a time']['wall']:.3f} (target <= 0.1)")
 
 
+def dqn_comparison(args: argparse.Namespace) -> None:
+    """DQN's CartPole preset (preset/dqn_CartPole.yaml, 100k steps, evaluation every 5k) for the seeds: one
+    population against the ordinary sweep, two jobs at a time."""
+    base = ["algo=dqn", "env=CartPole", "progress=false", "device=cpu"]
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(args.keep) if args.keep else Path(tmp)
+        results[f"(a) population of {args.seeds}, torch_threads=2"] = rlrun_sweep(
+            tmp / "dqn_a", args.seeds, ["hydra/launcher=population", "torch_threads=2", "+bench=population"], base)
+        results["(b) ordinary sweep, joblib n_jobs=2"] = rlrun_sweep(
+            tmp / "dqn_b", args.seeds, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+bench=ordinary"], base)
+    print(f"\nDQN CartPole-v1 (preset), 100,000 steps x {args.seeds} seeds, {os.cpu_count()} cores\n")
+    print("| contender | wall s | reached 475 | ended >= 475 | median steps to 475 |")
+    print("|---|---|---|---|---|")
+    for name, result in results.items():
+        print(describe(name, result))
+    a, b = (r["wall"] for r in results.values())
+    print(f"\n(a)/(b) = {a / b:.3f}")
+
+
 def device_throughput(args: argparse.Namespace) -> None:
     """Populations of the given sizes in this process: aggregate env steps per training second."""
     import torch
@@ -183,12 +204,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=16, help="seeds per contender (default 16)")
     parser.add_argument("--skip-sb3", action="store_true", help="leave out Stable-Baselines3")
     parser.add_argument("--keep", help="keep the rlrun sweeps in this folder (for rlrun plot) instead of a temporary one")
+    parser.add_argument("--dqn", action="store_true", help="DQN's CartPole preset instead: population vs sweep")
     parser.add_argument("--members", help="population sizes for the throughput table, e.g. 1024,4096")
     parser.add_argument("--device", default="cpu", help="device of the throughput table (default cpu)")
     parser.add_argument("--steps", type=int, default=STEPS, help="env steps per member in the throughput table")
     args = parser.parse_args()
     if args.members:
         device_throughput(args)
+    elif args.dqn:
+        dqn_comparison(args)
     else:
         cpu_comparison(args)
 
