@@ -76,31 +76,36 @@ def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.
 
     Stops after ``iters`` products or once r^T r < ``residual_tol``. Exact in at most dim(b)
     iterations; TRPO uses ~10 to get F^-1 g without ever forming F.
+
+    ``b`` [D], or [P, D]: P independent systems (a population's members, ``matvec`` block-diagonal), each with
+    its own alpha and beta; a row whose residual is below the tolerance stays where it is.
     """
     x = torch.zeros_like(b)
     r, p = b.clone(), b.clone()
-    rr = r @ r
+    rr = (r * r).sum(-1)  # [] or [P]
     for _ in range(iters):
-        if rr < residual_tol:
+        active = rr >= residual_tol
+        if not bool(active.any()):
             break
         ap = matvec(p)
-        alpha = rr / (p @ ap)
+        alpha = torch.where(active, rr / (p * ap).sum(-1), 0.0).unsqueeze(-1)
         x = x + alpha * p
         r = r - alpha * ap
-        rr_new = r @ r
-        p = r + (rr_new / rr) * p
-        rr = rr_new
+        rr_new = (r * r).sum(-1)
+        p = r + torch.where(active, rr_new / rr, 0.0).unsqueeze(-1) * p
+        rr = torch.where(active, rr_new, rr)
     return x
 
 
-def natural_step_size(direction: torch.Tensor, f_direction: torch.Tensor, max_kl: float) -> torch.Tensor:
+def natural_step_size(direction: torch.Tensor, f_direction: torch.Tensor, max_kl: float | torch.Tensor) -> torch.Tensor:
     """The step length that puts the quadratic KL model on the trust-region boundary:
 
         beta = sqrt( 2 delta / (x^T F x) ),   x = F^-1 g,   so that 1/2 (beta x)^T F (beta x) = delta
 
-    ``direction`` x [P] and ``f_direction`` F x [P]. Returns beta (0-d); 0 where x^T F x is not positive.
+    ``direction`` x [D] and ``f_direction`` F x [D]. Returns beta (0-d); 0 where x^T F x is not positive.
+    Rows of [P, D] inputs are separate systems (beta [P], ``max_kl`` a float or [P]).
     """
-    xfx = direction @ f_direction
+    xfx = (direction * f_direction).sum(-1)
     return torch.where(xfx > 0, torch.sqrt(2.0 * max_kl / xfx.clamp(min=1e-12)), torch.zeros_like(xfx))
 
 

@@ -59,7 +59,7 @@ def test_clip_member_grads_by_hand():
     torch.testing.assert_close(grad, torch.tensor([[0.6, 0.8], [0.3, 0.4], [30.0, 40.0]]), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("algo", ["ppo", "a2c", "vpg", "ppo-gaussian"])
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "vpg", "npg", "trpo", "ppo-gaussian", "trpo-gaussian"])
 def test_one_member_updates_as_its_single_run(algo):
     """A population of one, started from the single run's parameters, makes the single run's updates
     (plain torch path on both sides: nn.Tanh, torch.optim); ppo-gaussian: continuous actions."""
@@ -71,9 +71,17 @@ def test_one_member_updates_as_its_single_run(algo):
     elif algo == "a2c":
         cfg = A2CConfig(fused=False, ent_coef=0.01)
         single_cls, pop_cls = A2C, PopulationA2C
-    else:
+    elif algo == "vpg":
         cfg = VPGConfig(fused=False, ent_coef=0.01, batch_mode="steps", vf_epochs=2, vf_minibatch_size=64)
         single_cls, pop_cls = VPG, PopulationVPG
+    else:
+        from rlrun.algos.npg import NPG, NPGConfig
+        from rlrun.algos.trpo import TRPO, TRPOConfig
+        from rlrun.population.algos import PopulationNPG, PopulationTRPO
+
+        config_cls, single_cls, pop_cls = (NPGConfig, NPG, PopulationNPG) if algo == "npg" else \
+            (TRPOConfig, TRPO, PopulationTRPO)
+        cfg = config_cls(fused=False, vf_epochs=2, vf_minibatch_size=64, max_kl=0.05)
     torch.manual_seed(1)
     single = single_cls(cfg, OBS, action_space, CPU)
     torch.manual_seed(1)
@@ -93,6 +101,9 @@ def test_one_member_updates_as_its_single_run(algo):
         torch.testing.assert_close(population.policy.member(0)[name], value, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(pop_metrics["losses/policy_loss"][0], single_metrics["losses/policy_loss"],
                                rtol=1e-4, atol=1e-5)
+    if algo in ("npg", "trpo"):  # the natural step moved the policy, by the single run's step size
+        single_step = torch.as_tensor(single_metrics["charts/step_size"])
+        torch.testing.assert_close(pop_metrics["charts/step_size"][0], single_step, rtol=1e-3, atol=1e-6)
 
 
 def test_members_never_mix():
@@ -142,6 +153,7 @@ def members(tmp_path, *per_member: list[str], common: tuple[str, ...] = ()) -> l
 
 ALGO_SETTINGS = {"ppo": ("algo=ppo",), "a2c": ("algo=a2c", "algo.num_steps=32"),
                  "vpg": ("algo=vpg", "algo.batch_mode=steps", "algo.num_steps=32"),
+                 "trpo": ("algo=trpo", "algo.num_steps=64"),
                  "dqn": ("algo=dqn", "algo.learning_starts=256", "algo.double=true", "algo.n_step=3",
                          "algo.target_update_interval=256")}
 

@@ -49,6 +49,20 @@ def test_conjugate_gradient_stops_at_the_residual_tolerance_and_after_n_iteratio
     assert len(calls) == 3
 
 
+def test_conjugate_gradient_solves_the_rows_of_a_batch_apart():
+    """[P, D] right-hand sides with a block-diagonal matvec: each row is the solution of its own system (one row
+    converging after a step, the other after several), as if solved alone."""
+    g = torch.Generator().manual_seed(1)
+    m = torch.randn(6, 6, generator=g, dtype=F64)
+    a = torch.stack([torch.eye(6, dtype=F64), m @ m.T + 0.5 * torch.eye(6, dtype=F64)])  # [2, 6, 6]
+    b = torch.randn(2, 6, generator=g, dtype=F64)
+    x = conjugate_gradient(lambda v: (a @ v.unsqueeze(-1)).squeeze(-1), b, iters=30, residual_tol=1e-20)
+    for row in range(2):
+        alone = conjugate_gradient(lambda v, row=row: a[row] @ v, b[row], iters=30, residual_tol=1e-20)
+        torch.testing.assert_close(x[row], alone)
+        torch.testing.assert_close(x[row], torch.linalg.solve(a[row], b[row]))
+
+
 def _tiny_npg(action_space: gym.Space) -> NPG:
     torch.manual_seed(0)
     cfg = NPGConfig(hidden_sizes=[5], ortho_init=False, damping=0.0, log_std_init=-0.3)

@@ -73,6 +73,7 @@ class NPG(PolicyGradient):
                  device: torch.device):
         super().__init__(cfg, observation_space, action_space, device)
         self.add_optimizer("critic", torch.optim.Adam(self.critic_params, lr=cfg.lr, eps=cfg.adam_eps))
+        self.max_kl = cfg.max_kl
 
     # ------------------------------------------------------------- the policy as a function of a flat vector
     def get_flat(self) -> torch.Tensor:
@@ -94,15 +95,23 @@ class NPG(PolicyGradient):
     def mean_kl(self, old: tuple[torch.Tensor, torch.Tensor | None], new: torch.Tensor) -> torch.Tensor:
         """Mean KL(pi_old || pi) over the batch from a :meth:`snapshot` and the current policy's outputs [B, A]."""
         if self.policy.discrete:
-            return categorical_kl(old[0], new).mean()
-        return gaussian_kl(old[0], old[1], new, self.policy.log_std).mean()
+            return categorical_kl(old[0], new).mean(-1)
+        return gaussian_kl(old[0], old[1], new, self.policy.log_std).mean(-1)
 
     @torch.no_grad()
     def surrogate(self, obs: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tensor,
                   advantages: torch.Tensor) -> torch.Tensor:
         """L(theta) = E[ pi_theta(a|s) / pi_old(a|s) * A ] at the current parameters."""
         logp, _ = self.policy.log_prob_entropy(self.policy.policy_params(obs), actions)
-        return ((logp - old_logp).exp() * advantages).mean()
+        return ((logp - old_logp).exp() * advantages).mean(-1)
+
+    def policy_gradient(self, surrogate: torch.Tensor) -> torch.Tensor:
+        """g = d surrogate / d theta over the policy's parameters, flat [D]."""
+        return flat_grad(surrogate, self.actor_params)
+
+    def fisher_product(self, mean_kl, damping: float):
+        """v -> (F + damping I) v for the policy's parameters (:func:`rlrun.trust_region.fisher_vector_product`)."""
+        return fisher_vector_product(mean_kl, self.actor_params, damping)
 
     def step_direction(self, batch: dict[str, torch.Tensor], advantages: torch.Tensor):
         """g, x = F^-1 g (conjugate gradient) and the full natural step beta x; also the policy outputs before it."""
@@ -110,19 +119,17 @@ class NPG(PolicyGradient):
         obs, actions = batch["obs"], batch["actions"]
         params = self.policy.policy_params(obs)  # [B, A]; first derivatives only
         logp, entropy = self.policy.log_prob_entropy(params, actions)
-        surrogate = ((logp - batch["logp"]).exp() * advantages).mean()  # ratio = 1 at theta_old; its gradient is g
-        g = flat_grad(surrogate, self.actor_params)  # [P]
+        surrogate = ((logp - batch["logp"]).exp() * advantages).mean(-1)  # ratio = 1 at theta_old; its gradient is g
+        g = self.policy_gradient(surrogate)  # [D]
         fvp_obs = obs
         if cfg.fvp_subsample < 1.0:
-            n = max(1, int(obs.shape[0] * cfg.fvp_subsample))
-            fvp_obs = obs[torch.randperm(obs.shape[0], device=obs.device)[:n]]
+            size = batch["logp"].shape[-1]
+            fvp_obs = self.take(obs, self.shuffle(size)[..., :max(1, int(size * cfg.fvp_subsample))])
         old = self.snapshot(fvp_obs)
-        fvp = fisher_vector_product(
-            lambda: self.mean_kl(old, self.policy.policy_params_autograd(fvp_obs)),
-            self.actor_params, cfg.damping)
-        x = conjugate_gradient(fvp, g, cfg.cg_iters, cfg.cg_residual_tol)  # [P] ~ F^-1 g
-        beta = natural_step_size(x, fvp(x), cfg.max_kl)
-        return beta * x, beta, surrogate.detach(), entropy.mean().detach()
+        fvp = self.fisher_product(lambda: self.mean_kl(old, self.policy.policy_params_autograd(fvp_obs)), cfg.damping)
+        x = conjugate_gradient(fvp, g, cfg.cg_iters, cfg.cg_residual_tol)  # [D] ~ F^-1 g
+        beta = natural_step_size(x, fvp(x), self.max_kl)
+        return beta.unsqueeze(-1) * x, beta, surrogate.detach(), entropy.mean(-1).detach()
 
     def apply_step(self, batch: dict[str, torch.Tensor], advantages: torch.Tensor, old: tuple, start: torch.Tensor,
                    full_step: torch.Tensor) -> dict[str, Any]:

@@ -22,7 +22,9 @@ import torch
 from rlrun.algos.a2c import A2C
 from rlrun.algos.base import OffPolicyUpdate
 from rlrun.algos.dqn import DQN, epsilon_greedy, linear_schedule
+from rlrun.algos.npg import NPG
 from rlrun.algos.ppo import PPO
+from rlrun.algos.trpo import TRPO
 from rlrun.algos.vpg import VPG
 from rlrun.fused import FlatAdam
 from rlrun.networks import ActorCritic, QNetwork
@@ -34,6 +36,7 @@ from rlrun.population.stacked import (
     clip_member_grads,
 )
 from rlrun.returns import gae
+from rlrun.trust_region import categorical_kl, fisher_vector_product, gaussian_kl
 
 
 def member_values(cfgs: list[Any], key: str, device: torch.device) -> torch.Tensor:
@@ -186,8 +189,9 @@ class Population:
             return state
         names = {id(param): n for n, param in policy.named_parameters()}
         columns, width = self.stacked_net.columns, self.stacked_net.flat.shape[1]
+        start, stop = stacked.columns.start or 0, stacked.columns.stop or width  # the optimiser's own columns
         per_name = {n: stacked.member_state(p, slice(*columns[n])) for n in names.values()
-                    if columns[n][0] >= (stacked.columns.start or 0) and columns[n][1] <= (stacked.columns.stop or width)}
+                    if columns[n][0] >= start and columns[n][1] <= stop}
         if isinstance(single_optimizer, FlatAdam):  # one flat parameter: every parameter in the module's order
             order = [per_name[n] for n, _ in policy.named_parameters()]
             state["state"] = {0: {k: order[0][k] if k == "step" else torch.cat([e[k] for e in order])
@@ -318,6 +322,95 @@ class PopulationVPG(Population, VPG):
         self.gradient_step_stacked(loss, optimizer)
 
 
+class PopulationNPG(Population, NPG):
+    """NPG for P members: each member's conjugate gradient is a row of one batched CG (its own alpha and beta,
+    :func:`rlrun.trust_region.conjugate_gradient`), its Fisher-vector products the rows of one double backward
+    (the members' KLs are summed, so the Hessian is block-diagonal), its step size its own ``max_kl``."""
+
+    single = NPG
+
+    def __init__(self, cfgs: list[Any], observation_space: gym.Space, action_space: gym.Space,
+                 device: torch.device):
+        self.setup(cfgs, observation_space, action_space, device)
+        self.whole_episodes = False
+        self.add_stacked("critic", StackedAdam(self.policy.flat.data, member_values(cfgs, "lr", device),
+                                               member_values(cfgs, "adam_eps", device),
+                                               columns=self.policy.critic_columns), "lr")
+        self.optimizers = self.stacked
+        self.actor_params = self.critic_params = []
+        self.max_kl = member_values(cfgs, "max_kl", device)  # [P]
+        self.set_progress(0.0)
+
+    set_progress = Population.set_learning_rates
+    targets = Population.gae_targets
+
+    def gradient_step(self, optimizer: Any, loss: torch.Tensor, params: list[torch.Tensor]) -> None:
+        self.gradient_step_stacked(loss, optimizer)
+
+    # ------------------------------------------------------------- the policy as a function of flat rows [P, D]
+    def get_flat(self) -> torch.Tensor:
+        """Every member's parameters [P, D] (the steps are zero outside the actor's columns)."""
+        return self.policy.flat.detach().clone()
+
+    @torch.no_grad()
+    def set_flat(self, flat: torch.Tensor) -> None:
+        self.policy.flat[:, self.policy.actor_columns] = flat[:, self.policy.actor_columns]
+
+    @torch.no_grad()
+    def snapshot(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        log_std = None if self.policy.discrete else self.policy.log_std.detach().clone()
+        return self.policy.policy_params(obs), log_std
+
+    def mean_kl(self, old: tuple[torch.Tensor, torch.Tensor | None], new: torch.Tensor) -> torch.Tensor:
+        """Each member's mean KL(pi_old || pi) [P] from policy outputs [P, B, A]."""
+        if self.policy.discrete:
+            return categorical_kl(old[0], new).mean(-1)
+        return gaussian_kl(old[0], old[1].unsqueeze(1), new, self.policy.log_std.unsqueeze(1)).mean(-1)
+
+    def policy_gradient(self, surrogate: torch.Tensor) -> torch.Tensor:
+        """Each member's g [P, D]: the gradient of the summed surrogates is member p's in row p."""
+        grad = torch.autograd.grad(surrogate.sum(), self.policy.flat)[0]
+        grad[:, self.policy.critic_columns] = 0.0
+        return grad
+
+    def fisher_product(self, mean_kl, damping: float):
+        """v [P, D] -> (F_p + damping I) v_p per row: one double backward through the summed mean KLs."""
+        product = fisher_vector_product(lambda: mean_kl().sum(), [self.policy.flat], damping)
+        return lambda v: product(v.reshape(-1)).reshape(v.shape)
+
+
+class PopulationTRPO(PopulationNPG, TRPO):
+    """TRPO for P members: NPG's batched direction, then one backtracking line search in which each member
+    accepts its own first step that improves its surrogate within its KL limit."""
+
+    single = TRPO
+
+    def apply_step(self, batch: dict[str, torch.Tensor], advantages: torch.Tensor, old: tuple, start: torch.Tensor,
+                   full_step: torch.Tensor) -> dict[str, Any]:
+        cfg = self.cfg
+        obs, actions, old_logp = batch["obs"], batch["actions"], batch["logp"]
+        before = self.surrogate(obs, actions, old_logp, advantages)  # [P]
+        accepted = torch.zeros(self.num_members, dtype=torch.bool, device=self.device)
+        steps = torch.full((self.num_members,), cfg.max_backtracks, device=self.device)
+        chosen = start.clone()
+        for i in range(cfg.max_backtracks):  # theta_i = theta + coef^i full_step, as backtracking_line_search
+            candidate = start + cfg.backtrack_coef ** i * full_step
+            self.set_flat(candidate)
+            with torch.no_grad():
+                kl = self.mean_kl(old, self.policy.policy_params(obs))
+            improvement = self.surrogate(obs, actions, old_logp, advantages) - before
+            ok = torch.isfinite(improvement) & torch.isfinite(kl) & (improvement > 0) & (kl <= self.max_kl) & ~accepted
+            chosen = torch.where(ok.unsqueeze(1), candidate, chosen)
+            steps = torch.where(ok, float(i + 1), steps)
+            accepted |= ok
+            if bool(accepted.all()):
+                break
+        self.set_flat(chosen)  # a member that accepted nothing stays at start
+        fraction = torch.where(accepted, cfg.backtrack_coef ** (steps - 1), 0.0)
+        return {"step_fraction": fraction, "charts/line_search_steps": steps,
+                "charts/line_search_accepted": accepted.float()}
+
+
 class StackedQ:
     """What :meth:`DQN.loss` calls as a Q-network, for the stacked online parameters or a target's ``flat``."""
 
@@ -420,4 +513,5 @@ class PopulationDQN(Population, DQN):
         return single.state_dict()
 
 
-POPULATION_ALGOS = {"ppo": PopulationPPO, "a2c": PopulationA2C, "vpg": PopulationVPG, "dqn": PopulationDQN}
+POPULATION_ALGOS = {"ppo": PopulationPPO, "a2c": PopulationA2C, "vpg": PopulationVPG, "npg": PopulationNPG,
+                    "trpo": PopulationTRPO, "dqn": PopulationDQN}

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-ALGOS = ("ppo", "a2c", "vpg", "dqn")
+ALGOS = ("ppo", "a2c", "vpg", "npg", "trpo", "dqn")
 """Algorithms that train as populations (the others run as ordinary jobs)."""
 
 BATCHABLE = {
@@ -20,6 +20,8 @@ BATCHABLE_PER_ALGO = {
     "ppo": {"algo.gamma", "algo.gae_lambda", "algo.ent_coef", "algo.vf_coef", "algo.clip_coef", "algo.vf_clip_coef"},
     "a2c": {"algo.gamma", "algo.gae_lambda", "algo.ent_coef", "algo.vf_coef", "algo.rmsprop_alpha"},
     "vpg": {"algo.gamma", "algo.ent_coef", "algo.vf_lr"},
+    "npg": {"algo.gamma", "algo.gae_lambda", "algo.max_kl"},
+    "trpo": {"algo.gamma", "algo.gae_lambda", "algo.max_kl"},
     # DQN's gamma stays shared: the replay computes the n-step returns at insertion, with one gamma.
     "dqn": {"algo.eps_start", "algo.eps_end"},
 }

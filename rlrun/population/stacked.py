@@ -121,6 +121,10 @@ class StackedActorCritic(Stacked):
         """Logits or Gaussian means [P, B, A]."""
         return self.mlps(obs, critic=False)[0]
 
+    def policy_params_autograd(self, obs: torch.Tensor) -> torch.Tensor:
+        """:meth:`policy_params` on the plain path, differentiable twice (Fisher-vector products need that)."""
+        return plain_mlp(self.flat, self.layouts[0], self.activation, obs)
+
     def log_prob_entropy(self, params: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """log pi(a|s) and the entropy of pi(.|s), [P, B] each, from the policy parameters [P, B, A]."""
         if self.discrete:
@@ -293,7 +297,7 @@ class StackedAdam:
         self.param.sub_(self.exp_avg / denom * (self.lr / bias1))  # lr_p / (1 - b1^t): [P, 1]
 
     def member_state(self, p: int, columns: slice | None = None) -> dict[str, Any]:
-        """Member ``p``'s moments (over ``columns`` of the stacked parameters) in ``torch.optim.Adam``'s state layout."""
+        """Member ``p``'s moments (over ``columns`` of the stacked parameters) in ``torch.optim.Adam``'s layout."""
         cols = relative(columns, self.columns)
         return {"step": torch.tensor(float(self.steps)), "exp_avg": self.exp_avg[p, cols].clone(),
                 "exp_avg_sq": self.exp_avg_sq[p, cols].clone()}

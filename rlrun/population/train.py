@@ -127,11 +127,13 @@ class PopulationRun:
     def log_episodes(self) -> None:
         if not self._episodes:
             return
-        done, rets, lens = (torch.stack(x).reshape(len(self._episodes), self.size, -1).cpu() for x in zip(*self._episodes))
+        steps = len(self._episodes)
+        done, rets, lens = (torch.stack(x).reshape(steps, self.size, -1).cpu() for x in zip(*self._episodes))
         self._episodes.clear()
         for p in self.active():
             mask = done[:, p]
-            self.runs[p].logger.episodes(rets[:, p][mask].tolist(), lens[:, p][mask].float().tolist(), self.runs[p].step)
+            run = self.runs[p]
+            run.logger.episodes(rets[:, p][mask].tolist(), lens[:, p][mask].float().tolist(), run.step)
 
     def log_metrics(self, metrics: dict[str, Any]) -> None:
         """Metrics are 0-d (shared) or [P] tensors, or floats: one device-to-host copy for all of them."""
