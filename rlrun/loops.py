@@ -1,7 +1,8 @@
 """Training loops: they own the data flow (collect -> targets -> update -> log); algorithms own the update.
 
-A loop talks to the run through six members (see :class:`RunHooks`), so the same loop serves
-training from scratch, resumed training and tests.
+A loop talks to the run through seven members (see :class:`RunHooks`), so the same loop serves
+training from scratch, resumed training, tests and populations (many runs sharing one vector env,
+:mod:`rlrun.population`).
 """
 
 from __future__ import annotations
