@@ -17,7 +17,7 @@ from rlrun import checkpoint
 from rlrun.config import TrainConfig, to_dict
 from rlrun.envs import VecEnv
 from rlrun.interrupt import StopSignals
-from rlrun.logger import Logger
+from rlrun.logger import Logger, write_json
 
 TRAIN_SEEDS, EVAL_SEEDS = 0, 1  # the purpose key of env_seed()
 LOOP_DATA = ("replay",)  # checkpoint keys that hold a loop's data (Run.keep)
@@ -227,6 +227,16 @@ class Run:
         self.last_ckpt_step, self.last_ckpt_time = self.step, time.perf_counter()
         self.signals.save_requested = False
         return path
+
+    def finish(self, status: str, signame: str | None = None) -> dict[str, Any]:
+        """The run's end: the last checkpoint (unless it failed), ``summary.json`` and the closing event scalars."""
+        if status != "failed":
+            self.save_checkpoint()
+        summary = self.summary(status, signame)
+        write_json(self.run_dir / "summary.json", summary)
+        self.logger.final(summary)
+        self.logger.close()
+        return summary
 
     def summary(self, status: str, signame: str | None = None) -> dict[str, Any]:
         """summary.json: wall time and SPS cover the whole run, every segment (resume) included."""

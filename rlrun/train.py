@@ -26,7 +26,7 @@ from rlrun.config import ConfigError, EnvConfig, TrainConfig, flatten, load, to_
 from rlrun.envs import VecEnv, is_ale_id, make_vec_env
 from rlrun.envs.wrappers import observation_statistics, wrap
 from rlrun.interrupt import Interrupted, StopSignals
-from rlrun.logger import Logger, write_json
+from rlrun.logger import Logger
 from rlrun.loops import LOOPS
 from rlrun.resources import ResourceError
 from rlrun.run import TRAIN_SEEDS, Run, env_seed
@@ -202,12 +202,7 @@ def execute(run: Run, signals: StopSignals) -> dict[str, Any]:
         finally:
             with signals.deferred(then_raise=False):  # a second Ctrl-C must not cut the last checkpoint short
                 gc.unfreeze()
-                if status != "failed":
-                    run.save_checkpoint()
-                summary = run.summary(status, signame)
-                write_json(run.run_dir / "summary.json", summary)
-                run.logger.final(summary)
-                run.logger.close()
+                summary = run.finish(status, signame)
                 env.close()
                 run.eval_env.close()
     return summary

@@ -356,11 +356,6 @@ class PopulationNPG(Population, NPG):
     def set_flat(self, flat: torch.Tensor) -> None:
         self.policy.flat[:, self.policy.actor_columns] = flat[:, self.policy.actor_columns]
 
-    @torch.no_grad()
-    def snapshot(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        log_std = None if self.policy.discrete else self.policy.log_std.detach().clone()
-        return self.policy.policy_params(obs), log_std
-
     def mean_kl(self, old: tuple[torch.Tensor, torch.Tensor | None], new: torch.Tensor) -> torch.Tensor:
         """Each member's mean KL(pi_old || pi) [P] from policy outputs [P, B, A]."""
         if self.policy.discrete:

@@ -32,7 +32,7 @@ from rlrun.envs import make_vec_env
 from rlrun.envs.wrappers import member_state, observation_statistics, wrap
 from rlrun.fused import keep_freed_memory
 from rlrun.interrupt import Interrupted, StopSignals
-from rlrun.logger import Logger, write_json
+from rlrun.logger import Logger
 from rlrun.loops import LOOPS
 from rlrun.population.algos import POPULATION_ALGOS
 from rlrun.population.groups import group_key, why_not_batchable
@@ -171,7 +171,7 @@ class PopulationRun:
         if error:
             (run.run_dir / "error.txt").write_text(error.rstrip() + "\n")
             self.message(f"member {run.run_dir.name} failed: {error.splitlines()[0]}", members=[p])
-        finish(run, status)
+        run.finish(status)
 
     def report(self, member_step: int, final: bool = False) -> None:
         """A line on the console every 10 s and at the end: steps, SPS (all members together), evaluation returns."""
@@ -188,17 +188,6 @@ class PopulationRun:
             text += (f", eval return mean {sum(evals) / len(evals):.1f} (min {min(evals):.1f}, max {max(evals):.1f})"
                      f", {solved} solved")
         self.message(text, members=self.active())
-
-
-def finish(run: Run, status: str, signame: str | None = None) -> dict[str, Any]:
-    """A member's end: the last checkpoint (unless it failed), ``summary.json`` and the closing event scalars."""
-    if status != "failed":
-        run.save_checkpoint()
-    summary = run.summary(status, signame)
-    write_json(run.run_dir / "summary.json", summary)
-    run.logger.final(summary)
-    run.logger.close()
-    return summary
 
 
 def load_members(cfgs: list[DictConfig | TrainConfig]) -> list[TrainConfig]:
@@ -301,7 +290,7 @@ def execute(population: PopulationRun, signals: StopSignals) -> list[dict[str, A
                     population.status[p] = status
                     if error:
                         (run.run_dir / "error.txt").write_text(error.rstrip() + "\n")
-                    finish(run, status, signame)
+                    run.finish(status, signame)
     summaries = [json_summary(run) for run in population.runs]
     if signame is not None:
         raise Interrupted(_signum(signame))
