@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlrun.envs.base import EpisodeTracker, StepResult, VecEnv
+from rlrun.envs.classic import TensorClassicEnv
 
 # gymnasium.envs.classic_control.cartpole.CartPoleEnv's constants.
 GRAVITY = 9.8
@@ -42,60 +42,36 @@ def cartpole_spaces() -> tuple[gym.spaces.Box, gym.spaces.Discrete]:
     return gym.spaces.Box(-high, high, dtype=np.float32), gym.spaces.Discrete(2)
 
 
-class CartPoleVecEnv(VecEnv):
+class CartPoleVecEnv(TensorClassicEnv):
     """``num_envs`` CartPole-v1 copies as one ``[num_envs, 4]`` float32 tensor on ``device``.
 
     ``state`` ([N, 4]: x, x_dot, theta, theta_dot) and ``steps`` ([N] int64, steps taken in
     the current episode) are plain attributes; tests may assign them (or call
     :meth:`set_state`) to start from chosen states. :meth:`step` never writes into them in
-    place, so the tensors it returns stay valid after later steps.
+    place, so the tensors it returns stay valid after later steps. Time limit, autoreset and
+    seeding are :class:`rlrun.envs.classic.TensorClassicEnv`'s.
 
     ``reset(seed)`` seeds one ``torch.Generator`` for the whole batch (the batch, not each
-    env, is the unit of seeding here); ``reset()`` without a seed keeps drawing from it.
+    env, is the unit of seeding); ``reset()`` without a seed keeps drawing from it.
     """
 
+    state_dim = 4
+    spaces = staticmethod(cartpole_spaces)
+
     def __init__(self, num_envs: int, device: torch.device, max_episode_steps: int = 500):
-        if num_envs < 1:
-            raise ValueError(f"num_envs={num_envs} must be >= 1")
-        if max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps={max_episode_steps} must be >= 1")
-        self.num_envs = num_envs
-        self.device = torch.device(device)
-        self.max_episode_steps = int(max_episode_steps)
-        self.single_observation_space, self.single_action_space = cartpole_spaces()
-        self.generator = torch.Generator(device=self.device)
-        self.generator.seed()
-        self.tracker = EpisodeTracker(num_envs, self.device)
+        super().__init__(num_envs, device, max_episode_steps)
         f32 = dict(dtype=torch.float32, device=self.device)
         self._force_right = torch.tensor(FORCE_MAG / TOTAL_MASS, **f32)
         self._force_left = torch.tensor(-FORCE_MAG / TOTAL_MASS, **f32)
         self._gravity = torch.tensor(GRAVITY, **f32)  # 0-d tensor operands: a Python float costs a conversion per op
         self._four_thirds_length = torch.tensor(LENGTH * 4.0 / 3.0, **f32)
         self._thresholds = torch.tensor([X_THRESHOLD, THETA_THRESHOLD], **f32)
-        self.state = self._initial_states()
-        self.steps = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
 
     def _initial_states(self) -> torch.Tensor:
         out = torch.empty((self.num_envs, 4), dtype=torch.float32, device=self.device)
         return out.uniform_(-RESET_BOUND, RESET_BOUND, generator=self.generator)
 
-    def set_state(self, state: torch.Tensor, steps: torch.Tensor | None = None) -> None:
-        """Put every env in ``state`` [N, 4] with ``steps`` [N] already taken (default 0)."""
-        self.state = torch.as_tensor(state, dtype=torch.float32, device=self.device).reshape(self.num_envs, 4).clone()
-        if steps is None:
-            self.steps = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
-        else:
-            self.steps = torch.as_tensor(steps, dtype=torch.int64, device=self.device).reshape(self.num_envs).clone()
-
-    def reset(self, seed: int | None = None) -> torch.Tensor:
-        if seed is not None:
-            self.generator.manual_seed(int(seed))
-        self.state = self._initial_states()
-        self.steps = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
-        self.tracker.reset()
-        return self.state
-
-    def step(self, actions: torch.Tensor) -> StepResult:
+    def _transition(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # gymnasium's CartPoleEnv.step, batched; constants folded so each line is one or two ops:
         #   force    = force_mag if action == 1 else -force_mag
         #   temp     = (force + polemass_length * theta_dot**2 * sin) / total_mass
@@ -113,18 +89,7 @@ class CartPoleVecEnv(VecEnv):
         thetaacc = numer / denom
         xacc = torch.addcmul(temp, thetaacc, cos, value=-POLEMASS_LENGTH / TOTAL_MASS)
         next_state = torch.add(state, torch.stack((x_dot, xacc, theta_dot, thetaacc), dim=1), alpha=TAU)
-
-        # |x| > x_threshold or |theta| > theta_threshold (columns 0 and 2)
+        # |x| > x_threshold or |theta| > theta_threshold (columns 0 and 2); reward 1 on every step
         terminated = (next_state[:, 0::2].abs() > self._thresholds).any(dim=1)
-        steps = self.steps + 1
-        truncated = steps >= self.max_episode_steps
-        done = terminated | truncated
         reward = torch.ones(self.num_envs, dtype=torch.float32, device=self.device)
-
-        # Same-step autoreset without a host sync: draw for all, keep where done.
-        self.state = torch.where(done.unsqueeze(1), self._initial_states(), next_state)
-        self.steps = steps.masked_fill_(done, 0)
-
-        info = self.tracker.update(reward, done)
-        info["final_obs"] = next_state
-        return self.state, reward, terminated, truncated, info
+        return next_state, reward, terminated
