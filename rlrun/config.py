@@ -10,6 +10,8 @@ value and what would be accepted. Nothing is derived back into the config: deriv
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,8 +163,31 @@ def _describe(err: OmegaConfBaseException, prefix: str) -> str:
     return f"Bad config value for {key}: {msg}."
 
 
+def _is_int(hint: Any) -> bool:
+    """``int`` or ``int | None`` (not bool, not float)."""
+    return hint is int or (typing.get_origin(hint) in (typing.Union, types.UnionType) and int in typing.get_args(hint))
+
+
+def integral_floats(schema: type, node: Any) -> Any:
+    """``node`` with each integral float (``1e4``, ``2.5e5``: Hydra reads them as floats) turned into an int where
+    the dataclass ``schema`` types the key int; a non-integral value is left for the type check to refuse."""
+    if not isinstance(node, dict) or not dataclasses.is_dataclass(schema):
+        return node
+    hints, out = typing.get_type_hints(schema), dict(node)
+    for f in dataclasses.fields(schema):
+        if f.name not in out:
+            continue
+        value, hint = out[f.name], hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            out[f.name] = integral_floats(hint, value)
+        elif _is_int(hint) and isinstance(value, float) and value.is_integer():
+            out[f.name] = int(value)
+    return out
+
+
 def _build(schema: type, node: Any, prefix: str) -> Any:
     """Merge ``node`` onto the dataclass ``schema`` (type check), then construct it (range check)."""
+    node = integral_floats(schema, node)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), node)
         return OmegaConf.to_object(merged)

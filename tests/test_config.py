@@ -180,3 +180,14 @@ def test_env_yamls_hold_only_what_differs_from_the_dataclass():
         data = yaml.safe_load(path.read_text())
         repeated = {k: v for k, v in data.items() if k not in ("defaults", "name", "id") and defaults.get(k) == v}
         assert not repeated, f"{path.name} repeats the dataclass defaults {repeated}"
+
+
+def test_integer_keys_accept_integral_floats_as_people_type_them(compose):
+    """total_steps=1e6 is how people type it: an integral float becomes the int; 12.5 is refused as before."""
+    cfg = load(compose("total_steps=1e4", "eval.every_steps=5e3", "algo.num_steps=3.2e1", "env.num_envs=8.0",
+                       "algo.max_grad_norm=1e0"))
+    assert (cfg.total_steps, cfg.eval.every_steps, cfg.algo.num_steps, cfg.env.num_envs) == (10000, 5000, 32, 8)
+    assert all(type(v) is int for v in (cfg.total_steps, cfg.eval.every_steps, cfg.algo.num_steps, cfg.env.num_envs))
+    assert type(cfg.algo.max_grad_norm) is float  # a float key stays a float
+    with pytest.raises(ConfigError, match=r"algo\.num_steps: Value '12\.5'"):
+        load(compose("algo.num_steps=12.5"))
