@@ -204,6 +204,8 @@ class Run:
         self.eval_seconds += seconds
         if self.threshold is not None and self.steps_to_threshold is None and mean >= self.threshold:
             self.steps_to_threshold, self.seconds_to_threshold = self.step, round(self.train_seconds(), 3)
+        self.logger.evaluation(self.step, returns.tolist(), self.best_eval_return, self.sps(),
+                               time.perf_counter() - self.t0)
         self.logger.scalars({"eval/return_mean": mean, "eval/return_std": float(returns.std(unbiased=False)),
                              "eval/return_min": float(returns.min()), "eval/return_max": float(returns.max())},
                             self.step)
@@ -235,6 +237,7 @@ class Run:
         summary = self.summary(status, signame)
         write_json(self.run_dir / "summary.json", summary)
         self.logger.final(summary)
+        self.logger.closing(summary, self.run_dir)
         self.logger.close()
         return summary
 

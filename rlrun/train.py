@@ -110,6 +110,42 @@ def build(cfg: TrainConfig, device: torch.device):
     return env, eval_env, agent
 
 
+def applied_presets() -> list[str]:
+    """The preset and experiment files the composed config came from (by file name), when Hydra composed it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    choices = HydraConfig.get().runtime.choices
+    found = []
+    preset = choices.get("preset")  # optional: named even when no file exists for the pair
+    if preset and (Path(__file__).parent / "conf" / "preset" / f"{preset}.yaml").is_file():
+        found.append(f"preset/{preset}.yaml")
+    if choices.get("experiment"):
+        found.append(f"experiment/{choices['experiment']}.yaml")
+    return found
+
+
+def start_rows(cfg: TrainConfig, run_dir: Path, device: torch.device, resumed_at: int | None = None,
+               ) -> list[tuple[str, str]]:
+    """The start block of a run: folder, algorithm and the presets applied, env and backend, device, steps."""
+    from rlrun.envs import resolve_backend
+
+    presets = applied_presets()
+    threads = f", {cfg.torch_threads} torch thread{'s' if cfg.torch_threads > 1 else ''}" if device.type == "cpu" else ""
+    every = f"evaluation every {cfg.eval.every_steps:,} steps" if cfg.eval.every_steps else "evaluation at the end"
+    steps = f"{cfg.total_steps:,} ({every}, {cfg.eval.episodes} episodes)"
+    if resumed_at is not None:
+        steps = f"{steps}; resumed at step {resumed_at:,}"
+    return [
+        ("run folder", str(run_dir)),
+        ("algorithm", f"{cfg.algo.name}" + (f" with {', '.join(presets)}" if presets else " (no preset)")),
+        ("env", f"{cfg.env.id} ({cfg.env.name}), {resolve_backend(cfg.env)} backend, {cfg.env.num_envs} envs"),
+        ("device", f"{device}{threads}, seed {cfg.seed}"),
+        ("steps", steps),
+    ]
+
+
 def out_of_memory(err: BaseException) -> bool:
     """A CUDA out-of-memory error, or the CPU allocator failing to get memory."""
     return isinstance(err, torch.OutOfMemoryError) or (
@@ -228,6 +264,7 @@ def train(cfg: DictConfig | TrainConfig | dict, signals: StopSignals | None = No
                         total_steps=cfg.total_steps, start_step=state["step"] if state else 0,
                         description=f"{cfg.algo.name} {cfg.env.name}")
         logger.config(flatten({k: v for k, v in to_dict(cfg).items() if k not in ("run_dir", "resume")}))
+        logger.start(start_rows(cfg, run_dir, device, resumed_at=state["step"] if state else None))
         signals = signals or StopSignals()
         run = Run(cfg, run_dir, agent, env, eval_env, logger, reward_threshold(cfg.env), state, signals)
         del state  # the run keeps what it still needs; a saved replay buffer (GBs) is freed once the loop loads it

@@ -45,6 +45,7 @@ from rlrun.train import (
     resolve_device,
     reward_threshold,
     seed_everything,
+    start_rows,
 )
 
 
@@ -243,8 +244,9 @@ def train_population(cfgs: list[DictConfig | TrainConfig], signals: StopSignals 
             for p, (cfg, run_dir) in enumerate(zip(typed, run_dirs)):
                 run_dir.mkdir(parents=True, exist_ok=True)
                 logger = Logger(run_dir, progress=False, total_steps=cfg.total_steps,
-                                description=f"{cfg.algo.name} {cfg.env.name}")
+                                description=f"{cfg.algo.name} {cfg.env.name}", console=False)
                 logger.config(flatten({k: v for k, v in to_dict(cfg).items() if k not in ("run_dir", "resume")}))
+                logger.start([*start_rows(cfg, run_dir, device), ("population", f"member {p + 1} of {size}")])
                 runs.append(Run(cfg, run_dir, Member(agent, p), MemberEnv(env, p), eval_env, logger,
                                 reward_threshold(cfg.env), None, signals))
             population = PopulationRun(runs, agent, env, eval_env, signals)
