@@ -88,8 +88,8 @@ class Logger:
             self.message(f"threshold {threshold:g}: " + (
                 f"reached at step {reached:,}, after {clock(summary['seconds_to_threshold'])} of training"
                 if reached is not None else "not reached"))
-        folder = shlex.quote(str(run_dir))
-        self.message(f"run folder {run_dir}")
+        folder = shlex.quote(shown(run_dir))
+        self.message(f"run folder {shown(run_dir)}")
         self.message(f"look at it: tensorboard --logdir {folder}   |   rlrun eval {folder}")
 
     def scalars(self, values: dict[str, float], step: int) -> None:
@@ -147,4 +147,13 @@ def clock(seconds: float | None) -> str:
     minutes, secs = divmod(float(seconds), 60)
     hours, minutes = divmod(int(minutes), 60)
     return f"{hours}:{minutes:02d}:{secs:04.1f}" if hours else f"{minutes}:{secs:04.1f}"
+
+
+def shown(path: Path | str) -> str:
+    """``path`` as the user would type it: relative to the working directory when it lies inside it."""
+    path = Path(path)
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 

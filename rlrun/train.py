@@ -26,7 +26,7 @@ from rlrun.config import ConfigError, EnvConfig, TrainConfig, flatten, load, to_
 from rlrun.envs import VecEnv, is_ale_id, make_vec_env
 from rlrun.envs.wrappers import observation_statistics, wrap
 from rlrun.interrupt import Interrupted, StopSignals
-from rlrun.logger import Logger
+from rlrun.logger import Logger, shown
 from rlrun.loops import LOOPS
 from rlrun.resources import ResourceError
 from rlrun.run import TRAIN_SEEDS, Run, env_seed
@@ -138,7 +138,7 @@ def start_rows(cfg: TrainConfig, run_dir: Path, device: torch.device, resumed_at
     if resumed_at is not None:
         steps = f"{steps}; resumed at step {resumed_at:,}"
     return [
-        ("run folder", str(run_dir)),
+        ("run folder", shown(run_dir)),
         ("algorithm", f"{cfg.algo.name}" + (f" with {', '.join(presets)}" if presets else " (no preset)")),
         ("env", f"{cfg.env.id} ({cfg.env.name}), {resolve_backend(cfg.env)} backend, {cfg.env.num_envs} envs"),
         ("device", f"{device}{threads}, seed {cfg.seed}"),
