@@ -246,6 +246,21 @@ def _quote(value: str) -> str:
     return quote + value.replace(quote, "\\" + quote) + quote
 
 
+def env_args(args: list[str]) -> list[str]:
+    """``env.id=<id>`` without ``env=``: add the env option whose file has that id (``env.id=Acrobot-v1`` ->
+    ``env=Acrobot``, with its settings and its presets), or ``env=gym`` for any other id (the run is then named
+    after the id and no other env's preset applies). The default ``env=CartPole`` would otherwise train the id
+    under CartPole's name and tuned settings."""
+    overrides = {_override_key(a): a.split("=", 1)[1] for a in args if "=" in a and not a.startswith("-")}
+    if "env.id" not in overrides or "env" in overrides:
+        return args
+    env_id = overrides["env.id"].strip("'\"")
+    for path in sorted((Path(__file__).parent / "conf" / "env").glob("*.yaml")):
+        if path.stem != "gym" and (yaml.safe_load(path.read_text()) or {}).get("id") == env_id:
+            return [f"env={path.stem}", *args]
+    return ["env=gym", *args]
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -254,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command == "train":
         try:
-            rest = resume_args(rest)
+            rest = env_args(resume_args(rest))
         except ConfigError as err:
             print(f"rlrun: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None

@@ -10,6 +10,7 @@ value and what would be accepted. Nothing is derived back into the config: deriv
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -233,10 +234,18 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 
-def register_schemas() -> None:
-    """Put each config dataclass's defaults in Hydra's ConfigStore: ``env/schema``, and ``schema/algo/<name>``.
+def env_name(env_id: str) -> str:
+    """A run's env name from a gymnasium id: ``Acrobot-v1`` -> ``Acrobot``, ``ALE/Pong-v5`` -> ``Pong``,
+    ``PongNoFrameskip-v4`` -> ``PongNoFrameskip``, ``my_pkg:MyEnv-v0`` -> ``MyEnv``."""
+    base = env_id.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
+    return re.sub(r"-v\d+$", "", base) or env_id
 
-    Every ``conf/env/*.yaml`` starts from the first (``defaults: [schema, _self_]``), every ``conf/algo/*.yaml``
+
+def register_schemas() -> None:
+    """Put each config dataclass's defaults in Hydra's ConfigStore: ``schema/env`` and ``schema/algo/<name>``
+    (and the ``env_name`` resolver that ``conf/env/gym.yaml`` names its runs with).
+
+    Every ``conf/env/*.yaml`` starts from the first (``defaults: [/schema/env@_here_, _self_]``), every ``conf/algo/*.yaml``
     from its algorithm's (``defaults: [/schema/algo/<name>@_here_, _self_]``), so each file lists only what
     differs from the dataclass, yet every key can be overridden on the command line (Hydra refuses keys its
     composed config lacks). The nodes hold the defaults as plain data, not the dataclasses: types are checked
@@ -246,6 +255,8 @@ def register_schemas() -> None:
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
-    store.store(group="env", name="schema", node=OmegaConf.create(dataclasses.asdict(EnvConfig())))
+    if not OmegaConf.has_resolver("env_name"):
+        OmegaConf.register_new_resolver("env_name", env_name)
+    store.store(group="schema", name="env", node=OmegaConf.create(dataclasses.asdict(EnvConfig())))
     for name, algo in ALGOS.items():
         store.store(group="schema/algo", name=name, node=OmegaConf.create(dataclasses.asdict(algo.Config(name=name))))

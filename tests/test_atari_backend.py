@@ -352,7 +352,7 @@ def test_close_releases_threads():
 @pytest.mark.parametrize("name", ["Pong", "Breakout"])
 def test_yaml_configs_build_through_the_factory(name):
     data = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"{name}.yaml"))
-    assert data.pop("defaults") == ["schema", "_self_"]  # starts from the EnvConfig schema
+    assert data.pop("defaults") == ["/schema/env@_here_", "_self_"]  # starts from the EnvConfig schema
     fields = {f.name for f in dataclasses.fields(EnvConfig)}
     assert set(data) <= fields, set(data) - fields
     cfg = EnvConfig(**data)

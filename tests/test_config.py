@@ -36,7 +36,7 @@ def test_every_algo_env_pair_composes_and_loads(compose, algo, env):
     cfg = load(compose(f"algo={algo}", f"env={env}"))
     assert isinstance(cfg, TrainConfig) and isinstance(cfg.env, EnvConfig)
     assert cfg.algo.name == algo
-    assert cfg.env.name == env
+    assert cfg.env.name == (env if env != "gym" else "CartPole")  # env=gym is named after its id
     assert isinstance(cfg.algo, ALGOS[algo].Config)
 
 
@@ -191,3 +191,22 @@ def test_integer_keys_accept_integral_floats_as_people_type_them(compose):
     assert type(cfg.algo.max_grad_norm) is float  # a float key stays a float
     with pytest.raises(ConfigError, match=r"algo\.num_steps: Value '12\.5'"):
         load(compose("algo.num_steps=12.5"))
+
+
+def test_env_id_alone_runs_under_its_own_name_and_settings(compose):
+    """env.id=<id> without env=: the env file with that id (its name, settings and presets), or env=gym, named
+    after the id, with no other env's preset; env=schema is no longer an option."""
+    from rlrun.cli import env_args
+    from rlrun.config import env_name
+
+    assert env_args(["env.id=Acrobot-v1", "seed=1"]) == ["env=Acrobot", "env.id=Acrobot-v1", "seed=1"]
+    assert env_args(["env.id=MountainCarContinuous-v0"])[0] == "env=gym"
+    assert env_args(["env=CartPole", "env.id=Acrobot-v1"]) == ["env=CartPole", "env.id=Acrobot-v1"]  # as asked
+    cfg = load(compose(*env_args(["env.id=MountainCarContinuous-v0"])))
+    assert (cfg.env.name, cfg.env.id) == ("MountainCarContinuous", "MountainCarContinuous-v0")
+    ppo = load(compose(*env_args(["env.id=Acrobot-v1"])))
+    assert ppo.env.name == "Acrobot" and ppo.algo.gamma == 0.99  # not preset/ppo_CartPole.yaml's 0.98
+    assert [env_name(i) for i in ("ALE/Pong-v5", "PongNoFrameskip-v4", "pkg.mod:MyEnv-v0", "Foo")] == [
+        "Pong", "PongNoFrameskip", "MyEnv", "Foo"]
+    with pytest.raises(Exception, match="schema"):
+        compose("env=schema")
