@@ -7,10 +7,12 @@ composed config, ``--help``, shell completion.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 import yaml
@@ -261,6 +263,56 @@ def env_args(args: list[str]) -> list[str]:
     return ["env=gym", *args]
 
 
+def _flat_keys(node: Any, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return [prefix]
+    return [key for name, value in node.items() for key in _flat_keys(value, f"{prefix}{name}.")] or [prefix]
+
+
+def composition_problem(args: list[str]) -> str | None:
+    """One paragraph for an override that Hydra cannot compose because of a misspelt key (``algo.lrr=0.1``) or an
+    option that does not exist (``algo=PPO``), with the closest names; None when it composes (or for a sweep or
+    a flag, which Hydra reports itself)."""
+    import difflib
+
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    if any(a.startswith("-") for a in args):
+        return None
+    overrides = [a for a in args if "=" in a and not _override_key(a).startswith("hydra")]
+    try:
+        with initialize_config_module("rlrun.conf", version_base=None):
+            compose("config", overrides=overrides)
+        return None
+    except HydraException as err:
+        text = str(err)
+    if missing := re.search(r"Could not find '([\w/]+)/([^']+)'", text):
+        group, option = missing.groups()
+        options = sorted(p.stem for p in (Path(__file__).parent / "conf" / group).glob("*.yaml"))
+        same = [o for o in options if o.lower() == option.lower()]
+        close = same or difflib.get_close_matches(option, options, n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(f'{group}={c}' for c in close)}? " if close else ""
+        return f"{group}={option} is not an option: {hint}The options are {', '.join(options)}."
+    if unknown := re.search(r"Could not override '([^']+)'", text):
+        key = unknown.group(1)
+        rest = [a for a in overrides if _override_key(a) != key]
+        try:
+            with initialize_config_module("rlrun.conf", version_base=None):
+                keys = _flat_keys(OmegaConf.to_container(compose("config", overrides=rest)))
+        except HydraException:
+            return None
+        keys = [k.rstrip(".") for k in keys]
+        group = key.split(".")[0] + "."  # the same group and depth first (algo.lrr -> algo.*, totl_steps -> top level)
+        candidates = [k for k in keys if k.count(".") == key.count(".") and ("." not in key or k.startswith(group))]
+        close = difflib.get_close_matches(key, candidates or keys, n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        return (f"{key} is not a key of this config: {hint}`rlrun train --cfg job` prints every key, and "
+                "docs/configuration.md documents them.")
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -270,6 +322,8 @@ def main(argv: list[str] | None = None) -> None:
     if command == "train":
         try:
             rest = env_args(resume_args(rest))
+            if problem := composition_problem(rest):
+                raise ConfigError(problem)
         except ConfigError as err:
             print(f"rlrun: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None

@@ -186,8 +186,27 @@ def integral_floats(schema: type, node: Any) -> Any:
     return out
 
 
+def check_lists(schema: type, node: Any, prefix: str) -> None:
+    """Refuse a scalar given to a list key (``algo.hidden_sizes=64``) in one sentence, with the list form."""
+    if not isinstance(node, dict) or not dataclasses.is_dataclass(schema):
+        return
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        if f.name not in node:
+            continue
+        key, value, hint = f"{prefix}.{f.name}" if prefix else f.name, node[f.name], hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            check_lists(hint, value, key)
+        elif typing.get_origin(hint) is list and not isinstance(value, (list, tuple)) and value is not None:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else []
+            example = ",".join(str(v) for v in default) or "64,64"
+            raise ConfigError(f"{key}={value!r} is not accepted: expected a list, e.g. {key}=[{example}] "
+                              f"(in a shell, quote it: '{key}=[{example}]').")
+
+
 def _build(schema: type, node: Any, prefix: str) -> Any:
     """Merge ``node`` onto the dataclass ``schema`` (type check), then construct it (range check)."""
+    check_lists(schema, node, prefix)
     node = integral_floats(schema, node)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), node)

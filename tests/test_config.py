@@ -210,3 +210,24 @@ def test_env_id_alone_runs_under_its_own_name_and_settings(compose):
         "Pong", "PongNoFrameskip", "MyEnv", "Foo"]
     with pytest.raises(Exception, match="schema"):
         compose("env=schema")
+
+
+def test_a_misspelt_key_or_option_gets_the_closest_names_in_one_paragraph():
+    """What `rlrun train` prints instead of Hydra's advice to append with '+' or its config-search-path dump."""
+    from rlrun.cli import composition_problem
+
+    lrr = composition_problem(["algo.lrr=0.1"])
+    assert lrr.startswith("algo.lrr is not a key of this config: did you mean algo.lr")
+    assert composition_problem(["totl_steps=5"]).startswith("totl_steps is not a key of this config: did you mean "
+                                                            "total_steps")
+    assert composition_problem(["algo=PPO"]).startswith("algo=PPO is not an option: did you mean algo=ppo?")
+    assert "did you mean env=CartPole?" in composition_problem(["env=cartpole"])
+    assert "\n" not in lrr and "+algo" not in lrr
+    assert composition_problem(["algo=ppo", "algo.lr=0.1", "env.id=Acrobot-v1", "env=Acrobot"]) is None
+    assert composition_problem(["-m", "seed=1,2"]) is None  # sweeps and flags: Hydra's own handling
+
+
+def test_a_scalar_for_a_list_key_is_one_sentence_with_the_list_form(compose):
+    with pytest.raises(ConfigError, match=r"algo\.hidden_sizes=64 is not accepted: expected a list, e\.g\. "
+                                          r"algo\.hidden_sizes=\[64,64\]"):
+        load(compose("algo.hidden_sizes=64"))
