@@ -24,7 +24,7 @@ from rlrun.config import ConfigError, load, register_schemas
 
 register_schemas()  # the env schema that conf/env/*.yaml start from
 
-USAGE = """usage: rlrun <command> [args]
+USAGE = """usage: rlrun <command> [args]    (rlrun --version: the installed version)
 
 commands:
   train   train an agent; the rest of the line is Hydra overrides and flags, e.g.
@@ -319,6 +319,14 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     command, rest = argv[0], argv[1:]
+    if command in ("--version", "-V", "version"):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"rlrun {version('rlrun')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            print("rlrun (not installed: pip install -e .)")
+        return
     if command == "train":
         try:
             rest = env_args(resume_args(rest))

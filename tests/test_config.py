@@ -231,3 +231,12 @@ def test_a_scalar_for_a_list_key_is_one_sentence_with_the_list_form(compose):
     with pytest.raises(ConfigError, match=r"algo\.hidden_sizes=64 is not accepted: expected a list, e\.g\. "
                                           r"algo\.hidden_sizes=\[64,64\]"):
         load(compose("algo.hidden_sizes=64"))
+
+
+def test_rlrun_version(capsys):
+    from importlib.metadata import version
+
+    from rlrun.cli import main
+
+    main(["--version"])
+    assert capsys.readouterr().out.strip() == f"rlrun {version('rlrun')}"
