@@ -269,6 +269,31 @@ def _flat_keys(node: Any, prefix: str = "") -> list[str]:
     return [key for name, value in node.items() for key in _flat_keys(value, f"{prefix}{name}.")] or [prefix]
 
 
+PLUGINS = {
+    "hydra/launcher=joblib": ("hydra_plugins.hydra_joblib_launcher", "sweep", "Hydra's joblib launcher"),
+    "hydra/launcher=ray": ("hydra_plugins.hydra_ray_launcher", "ray", "Hydra's Ray launcher"),
+    "hydra/launcher=submitit_local": ("hydra_plugins.hydra_submitit_launcher", "slurm", "Hydra's submitit launcher"),
+    "hydra/launcher=submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm", "Hydra's submitit launcher"),
+    "hydra/launcher=slurm_gpu": ("hydra_plugins.hydra_submitit_launcher", "slurm", "Hydra's submitit launcher"),
+    "hydra/sweeper=optuna": ("hydra_plugins.hydra_optuna_sweeper", "sweep", "Hydra's Optuna sweeper"),
+    "hydra/sweeper=optuna_max": ("hydra_plugins.hydra_optuna_sweeper", "sweep", "Hydra's Optuna sweeper"),
+}
+"""Launcher and sweeper options, the plugin each needs and the rlrun extra that installs it."""
+
+
+def plugin_problem(args: list[str]) -> str | None:
+    """One sentence for a launcher or sweeper whose Hydra plugin is not installed, naming the extra."""
+    import importlib.util
+
+    for arg in args:
+        if arg in PLUGINS:
+            module, extra, what = PLUGINS[arg]
+            if importlib.util.find_spec(module) is None:
+                return (f"{arg} needs {what}, which is not installed: pip install \"rlrun[{extra}]\" "
+                        "(docs/sweeps.md lists the launchers and their extras).")
+    return None
+
+
 def composition_problem(args: list[str]) -> str | None:
     """One paragraph for an override that Hydra cannot compose because of a misspelt key (``algo.lrr=0.1``) or an
     option that does not exist (``algo=PPO``), with the closest names; None when it composes (or for a sweep or
@@ -330,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     if command == "train":
         try:
             rest = env_args(resume_args(rest))
-            if problem := composition_problem(rest):
+            if problem := plugin_problem(rest) or composition_problem(rest):
                 raise ConfigError(problem)
         except ConfigError as err:
             print(f"rlrun: error: {err}", file=sys.stderr)

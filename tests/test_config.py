@@ -240,3 +240,19 @@ def test_rlrun_version(capsys):
 
     main(["--version"])
     assert capsys.readouterr().out.strip() == f"rlrun {version('rlrun')}"
+
+
+def test_a_launcher_or_sweeper_that_is_not_installed_names_its_extra(monkeypatch, capsys):
+    import importlib.util
+
+    from rlrun import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "hydra_plugins.hydra_joblib_launcher" else real(name, *a))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "-m", "hydra/launcher=joblib", "seed=0,1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert 'hydra/launcher=joblib needs Hydra\'s joblib launcher, which is not installed: pip install "rlrun[sweep]"' in err
+    assert cli.plugin_problem(["hydra/launcher=ray", "hydra/sweeper=optuna_max"]) is None  # installed here
