@@ -30,6 +30,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 COLUMNS = ["job", "overrides", "seed", "status", "final_eval_return", "best_eval_return", "steps", "wall_s", "sps",
            "error"]
+ROUNDING = {"final_eval_return": 2, "best_eval_return": 2, "wall_s": 1, "sps": 0}
+"""Decimals kept in sweep.csv (summary.json keeps every digit)."""
 SUMMARY_FILE = "sweep.csv"
 ERROR_FILE = "error.txt"
 failed_jobs = 0
@@ -55,6 +57,9 @@ def job_row(job_dir: Path) -> dict[str, Any]:
         summary = {}
     for key in ("status", "final_eval_return", "best_eval_return", "steps", "wall_s", "sps"):
         row[key] = summary.get(key)
+    for key, digits in ROUNDING.items():  # returns are means of float32 sums: 69.9, not 69.9000015258789
+        if isinstance(row[key], float):
+            row[key] = round(row[key], digits)
     error = job_dir / ERROR_FILE
     if error.is_file():
         row["status"] = "failed"

@@ -234,5 +234,5 @@ def test_a_real_population_through_joblib(tmp_path):
     for row in rows:
         job = tmp_path / "sweep" / row["job"]
         summary = json.loads((job / "summary.json").read_text())
-        assert float(row["final_eval_return"]) == summary["final_eval_return"] and summary["steps"] == 512
+        assert float(row["final_eval_return"]) == round(summary["final_eval_return"], 2) and summary["steps"] == 512
         assert list(job.glob("events.out.tfevents.*")) and list((job / "checkpoints").glob("*.pt"))

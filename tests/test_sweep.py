@@ -44,7 +44,7 @@ def _check_completed_jobs(sweep_dir: Path, rows: list[dict[str, str]]) -> None:
         job = sweep_dir / row["job"]
         summary = json.loads((job / "summary.json").read_text())
         assert row["status"] == summary["status"] == "completed"
-        assert float(row["final_eval_return"]) == summary["final_eval_return"]
+        assert float(row["final_eval_return"]) == round(summary["final_eval_return"], 2)  # sweep.csv rounds
         assert int(row["steps"]) == summary["steps"] and int(row["seed"]) == summary["seed"]
         assert list(job.glob("events.out.tfevents.*")), f"{job} has no TensorBoard events"
 
@@ -185,3 +185,16 @@ def test_slurm_preset_composes_and_the_task_pickles():
     assert launcher.gpus_per_node == 1 and sweep.cpu_share(cfg.hydra) == launcher.cpus_per_task
     task = rlrun.cli.hydra_train.__wrapped__  # what the launcher ships to the cluster
     assert cloudpickle.loads(cloudpickle.dumps(task)).__name__ == "hydra_train"
+
+
+def test_sweep_csv_rounds_returns_to_the_precision_that_means_something(tmp_path):
+    job = tmp_path / "seed=0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("- seed=0\n")
+    (job / "summary.json").write_text(json.dumps({"status": "completed", "final_eval_return": 69.9000015258789,
+                                                  "best_eval_return": 71.12345, "steps": 512, "wall_s": 1.23456,
+                                                  "sps": 415.678}))
+    row = sweep.write_summary(tmp_path)[0]
+    assert (row["final_eval_return"], row["best_eval_return"], row["wall_s"], row["sps"]) == (69.9, 71.12, 1.2, 416.0)
+    assert "69.9000015" not in (tmp_path / "sweep.csv").read_text()
+
