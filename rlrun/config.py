@@ -260,6 +260,31 @@ def env_name(env_id: str) -> str:
     return re.sub(r"-v\d+$", "", base) or env_id
 
 
+RUN_NAME_KEYS = ("algo", "env", "seed", "run_dir", "resume", "progress", "device", "torch_threads", "eval",
+                 "checkpoint", "deterministic")
+"""Overrides a single run's folder name leaves out (the name has algo, env and seed already; the others, and
+every ``eval.`` and ``checkpoint.`` key, do not change what is learnt)."""
+
+
+def run_suffix(overrides: Any) -> str:
+    """The part of a single run's folder name that tells it from its neighbours: ``__`` and the overrides other
+    than :data:`RUN_NAME_KEYS` (``algo.replay=false,algo.target_network=false`` -> ``__replay=false,
+    target_network=false``), at most 80 characters; empty without such overrides."""
+    kept = []
+    for override in overrides or ():
+        key, _, value = str(override).partition("=")
+        key = key.lstrip("+~")
+        group = key.split(".")[0]
+        if key.startswith("hydra") or key in RUN_NAME_KEYS or group in ("eval", "checkpoint"):
+            continue
+        short = key.split(".", 1)[1] if key.startswith(("algo.", "env.")) else key
+        kept.append(f"{short}={value}".replace("/", "-").replace(" ", ""))
+    text = ",".join(kept)
+    if len(text) > 80:  # whole overrides only
+        text = text[:80].rsplit(",", 1)[0] if "," in text[:80] else text[:80]
+    return f"__{text}" if text else ""
+
+
 def register_schemas() -> None:
     """Put each config dataclass's defaults in Hydra's ConfigStore: ``schema/env`` and ``schema/algo/<name>``
     (and the ``env_name`` resolver that ``conf/env/gym.yaml`` names its runs with).
@@ -276,6 +301,8 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     if not OmegaConf.has_resolver("env_name"):
         OmegaConf.register_new_resolver("env_name", env_name)
+    if not OmegaConf.has_resolver("run_suffix"):
+        OmegaConf.register_new_resolver("run_suffix", run_suffix)
     store.store(group="schema", name="env", node=OmegaConf.create(dataclasses.asdict(EnvConfig())))
     for name, algo in ALGOS.items():
         store.store(group="schema/algo", name=name, node=OmegaConf.create(dataclasses.asdict(algo.Config(name=name))))

@@ -256,3 +256,17 @@ def test_a_launcher_or_sweeper_that_is_not_installed_names_its_extra(monkeypatch
     err = capsys.readouterr().err
     assert 'hydra/launcher=joblib needs Hydra\'s joblib launcher, which is not installed: pip install "rlrun[sweep]"' in err
     assert cli.plugin_problem(["hydra/launcher=ray", "hydra/sweeper=optuna_max"]) is None  # installed here
+
+
+def test_single_run_folders_carry_the_overrides_that_tell_them_apart():
+    """DQN and naive DQN no longer share a folder name but for the time; eval/checkpoint keys stay out."""
+    from rlrun.config import run_suffix
+
+    naive = run_suffix(["algo=dqn", "algo.replay=false", "algo.target_network=false", "eval.every_steps=0", "seed=3"])
+    assert naive == "__replay=false,target_network=false"
+    assert run_suffix(["algo=dqn", "env=CartPole", "seed=1", "progress=false"]) == ""
+    assert run_suffix(["env.id=ALE/Pong-v5"]) == "__id=ALE-Pong-v5"  # no path separators
+    long = run_suffix([f"algo.k{i}=1234567" for i in range(20)])
+    assert len(long) <= 82 and long.endswith("=1234567")  # whole overrides only
+    conf = (Path(rlrun.conf.__file__).parent / "config.yaml").read_text()
+    assert "${run_suffix:${hydra.overrides.task}}" in conf
