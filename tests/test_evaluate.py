@@ -264,3 +264,15 @@ def test_atari_eval_and_video(tmp_path):
     assert all(-21 <= r <= 21 for r in result["returns"] + result["rendered"]["returns"])
     (video,) = result["rendered"]["videos"]
     assert Path(video).parent == tmp_path / "pong" / "videos" / "64" and Path(video).stat().st_size > 0
+
+
+def test_a_missing_pygame_names_the_extra_that_installs_it():
+    """Classic-control frames come from gymnasium's pygame renderer; without pygame, one message naming rlrun[video]."""
+    import importlib.util
+
+    from rlrun.envs.render import RenderError
+
+    if importlib.util.find_spec("pygame") is not None:
+        pytest.skip("pygame is installed here")
+    with pytest.raises(RenderError, match=r'pygame is not installed.*pip install "rlrun\[video\]" installs pygame'):
+        make_rendered_env(EnvConfig(name="Acrobot", id="Acrobot-v1"), "rgb_array", torch.device("cpu"))

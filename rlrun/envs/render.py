@@ -121,8 +121,9 @@ def make_rendered_env(env_cfg: EnvConfig, render_mode: str, device: torch.device
         env.render()
     except gym.error.DependencyNotInstalled as err:
         env.close()
-        raise RenderError(f"Drawing {env_cfg.id} needs a package that is not installed: {err}. Its scores (without "
-                        "--video / --render) need nothing more.") from None
+        extra = ' (pip install "rlrun[video]" installs pygame with MoviePy)' if "pygame" in str(err) else ""
+        raise RenderError(f"Drawing {env_cfg.id} needs a package that is not installed: {err}{extra}. Its scores "
+                          "(without --video / --render) need nothing more.") from None
     except Exception as err:  # noqa: BLE001 - the env's own error, e.g. mujoco.FatalError (a bare Exception)
         env.close()
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
