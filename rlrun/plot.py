@@ -128,16 +128,18 @@ def _override_name(override: str) -> str:
 def default_key(overrides: list[str] | None, config: dict[str, Any] | None, summary: dict[str, Any] | None,
                 run_dir: Path) -> Key:
     """The run's command-line overrides minus the seed and where it was written (``hydra.*``, ``run_dir``,
-    ``resume``), sorted; runs without such overrides fall back to the algorithm and env names."""
+    ``resume``), with the algorithm and env as the config names them (so ``env=CartPole`` given and the default
+    ``env=CartPole`` are one group), sorted; runs without a config fall back to the summary's names."""
     pairs = []
     for override in overrides or []:
         name = _override_name(override)
-        if "=" in override and name not in NOT_A_SETTING and not name.startswith(("hydra.", "hydra/")):
+        if "=" in override and name not in NOT_A_SETTING and name not in ("algo", "env") \
+                and not name.startswith(("hydra.", "hydra/")):
             pairs.append((name, override.split("=", 1)[1]))
+    if config is not None:
+        pairs += [("algo.name", _config_value(config, "algo.name")), ("env.name", _config_value(config, "env.name"))]
     if pairs:
         return tuple(sorted(pairs))
-    if config is not None:
-        return (("algo.name", _config_value(config, "algo.name")), ("env.name", _config_value(config, "env.name")))
     if summary is not None:
         return (("algo", str(summary.get("algo"))), ("env", str(summary.get("env"))))
     return (("run", run_dir.name),)
@@ -250,6 +252,10 @@ def summarize(runs: Sequence[Run], agg: str = "mean", n_boot: int = 2000, smooth
 
 
 # ----------------------------------------------------------------- figure and table
+LEGEND_CHARS, LEGEND_ROWS = 48, 24
+"""Legend labels wrap at this many characters; a legend column holds at most this many lines."""
+
+
 def draw(groups: Sequence[Group], metric: str = METRIC, agg: str = "mean", title: str | None = None) -> Figure:
     """A panel per env, a line (mean or IQM over runs) and a shaded 95% bootstrap band per group.
 
@@ -260,18 +266,29 @@ def draw(groups: Sequence[Group], metric: str = METRIC, agg: str = "mean", title
     ncols = min(3, len(envs))
     nrows = -(-len(envs) // ncols)
     names = list(dict.fromkeys(g.label for g in groups))
-    legend_width = 0.3 + 0.075 * max(len(f"{name} (n=00)") for name in names)  # inches, beside the panels
-    fig = Figure(figsize=(5.5 * ncols + legend_width, 4.0 * nrows), layout="constrained")
+    shown = {name: textwrap.fill(name, LEGEND_CHARS) for name in names}  # long labels wrap instead of widening
+    lines = sum(shown[name].count("\n") + 1 for name in names)
+    legend_cols = -(-lines // LEGEND_ROWS)  # many groups: more legend columns, not an ever taller figure
+    longest = max(len(line) for name in names for line in f"{shown[name]} (n=00)".splitlines())
+    legend_width = legend_cols * (0.3 + 0.075 * longest)  # inches, beside the panels
+    height = max(4.0 * nrows, 0.22 * min(lines, LEGEND_ROWS) + 1.0)
+    fig = Figure(figsize=(5.5 * ncols + legend_width, height), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     palette = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
     colors = {name: palette(i % palette.N) for i, name in enumerate(names)}
     alpha = 0.2 if len(names) <= 4 else 0.1  # many overlapping bands stay readable when fainter
-    handles = {}
+    handles, markers = {}, False
     for i, (ax, env) in enumerate(zip(axes, envs)):
         for g in (g for g in groups if g.env == env):
             color = colors[g.label]
-            (line,) = ax.plot(g.steps, g.curve, color=color, lw=1.8, label=f"{g.label} (n={len(g.runs)})")
-            ax.fill_between(g.steps, g.low, g.high, color=color, alpha=alpha, lw=0)
+            single = len(g.steps) == 1  # one evaluation point: a line of one point would not show
+            (line,) = ax.plot(g.steps, g.curve, color=color, lw=1.8, marker="o" if single else None,
+                              label=f"{shown[g.label]} (n={len(g.runs)})")
+            if single:
+                ax.errorbar(g.steps, g.curve, yerr=[g.curve - g.low, g.high - g.curve], color=color, capsize=4)
+                markers = True
+            else:
+                ax.fill_between(g.steps, g.low, g.high, color=color, alpha=alpha, lw=0)
             handles.setdefault(g.label, line)
         ax.set_title(env)
         ax.set_xlabel("environment steps")
@@ -283,11 +300,13 @@ def draw(groups: Sequence[Group], metric: str = METRIC, agg: str = "mean", title
         ax.set_visible(False)
     # One legend for all panels (a group has one colour everywhere), outside them so it hides no curve.
     fig.legend(handles=[handles[name] for name in names if name in handles], loc="outside right center",
-               fontsize="small", frameon=False)
+               fontsize="small", frameon=False, ncols=legend_cols)
     what = "interquartile mean" if agg == "iqm" else "mean"
     width_chars = int(14 * (5.5 * ncols + legend_width))  # about what fits across the figure at this size
-    fig.suptitle(textwrap.fill(title or f"{metric}: {what} over runs, 95% bootstrap CI", width_chars),
-                 fontsize="medium")
+    text = title or f"{metric}: {what} over runs, 95% bootstrap CI"
+    if markers:
+        text += " (a group evaluated once is a marker with its CI)"
+    fig.suptitle(textwrap.fill(text, width_chars), fontsize="medium")
     return fig
 
 

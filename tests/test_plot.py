@@ -268,3 +268,31 @@ def test_help(capsys):
     assert plot.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: rlrun plot") and "--metric" in out and "--agg" in out
+
+
+def test_env_given_and_env_by_default_are_one_group(tmp_path):
+    """`env=CartPole` on the command line and the default env=CartPole: the same runs, one group."""
+    _write_run(tmp_path / "a", {METRIC: [(10, 1.0), (20, 2.0)]}, ["env=CartPole", "seed=0"], _config(0, 0.1))
+    _write_run(tmp_path / "b", {METRIC: [(10, 3.0), (20, 4.0)]}, ["seed=1"], _config(1, 0.1))
+    groups = plot.summarize(plot.load_runs([tmp_path], METRIC)[0])
+    assert len(groups) == 1 and len(groups[0].runs) == 2
+
+
+def test_a_group_evaluated_once_is_a_marker_and_the_figure_says_so(tmp_path):
+    for seed in (0, 1):
+        _write_run(tmp_path / f"s{seed}", {METRIC: [(100, 10.0 + seed)]}, [f"seed={seed}"], _config(seed, 0.1))
+    fig = plot.draw(plot.summarize(plot.load_runs([tmp_path], METRIC)[0]), METRIC)
+    line = fig.axes[0].get_lines()[0]
+    assert line.get_marker() == "o" and list(line.get_xdata()) == [100.0]
+    assert "evaluated once is a marker" in fig._suptitle.get_text()
+
+
+def test_many_groups_keep_a_sane_figure_size(tmp_path):
+    """40 groups with long labels: wrapped labels in legend columns, a bounded height (the legend used to run off
+    a 4-inch figure) and width."""
+    for i in range(40):
+        overrides = [f"algo.some_rather_long_setting_name={i}e-4", f"algo.another_long_setting_name={i % 7}"]
+        _write_run(tmp_path / f"g{i}", {METRIC: [(10, float(i)), (20, float(i))]}, overrides, _config(0, 0.1))
+    fig = plot.draw(plot.summarize(plot.load_runs([tmp_path], METRIC)[0]), METRIC)
+    width, height = fig.get_size_inches()
+    assert width <= 24 and height <= 7, (width, height)
