@@ -18,7 +18,7 @@ SHORTER = {"train": ["total_steps=2048", "eval.every_steps=1024", "eval.episodes
 
 
 def commands() -> list[list[str]]:
-    blocks = re.findall(r"```bash\n(.*?)```", TUTORIAL.read_text(), flags=re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", TUTORIAL.read_text(), flags=re.DOTALL)
     return [shlex.split(line) for block in blocks for line in block.splitlines() if line.startswith("rlrun ")]
 
 
