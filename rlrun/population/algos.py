@@ -59,13 +59,25 @@ class Population:
     stacked_net: Any  # the stacked network the optimisers step (StackedActorCritic, StackedQNetwork)
     stacked: dict[str, Any]  # the stacked optimisers, named as the single run's (policy, critic)
 
-    def setup(self, cfgs: list[Any], observation_space: gym.Space, action_space: gym.Space,
-              device: torch.device) -> None:
-        cfg = cfgs[0]
+    def setup_members(self, cfgs: list[Any], observation_space: gym.Space, action_space: gym.Space,
+                      device: torch.device) -> None:
+        """What every population keeps per member: settings, clipping, whether it still trains, optimisers."""
         if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
             raise ValueError(f"population training takes vector observations; this env has {observation_space}")
         self.cfgs, self.num_members, self.device = cfgs, len(cfgs), device
         self.spaces = (observation_space, action_space)
+        self.max_grad_norm = member_values(cfgs, "max_grad_norm", device)  # [P], inf where off
+        self.clips = bool(torch.isfinite(self.max_grad_norm).any())
+        self.active = torch.ones(self.num_members, device=device)  # 0: the member has stopped (frozen)
+        self.rows = torch.arange(self.num_members, device=device).unsqueeze(1)  # [P, 1]
+        self.stacked, self.base_lrs = {}, {}
+        self._templates: dict[int, Any] = {}
+
+    def setup(self, cfgs: list[Any], observation_space: gym.Space, action_space: gym.Space,
+              device: torch.device) -> None:
+        """:meth:`setup_members` and the stacked actor-critic of the policy-gradient family."""
+        self.setup_members(cfgs, observation_space, action_space, device)
+        cfg = cfgs[0]
         # Each member is initialised as its single run would be (one after another from torch's generator).
         members = [ActorCritic(observation_space, action_space, c.hidden_sizes, c.activation, c.ortho_init,
                                c.log_std_init).to(device) for c in cfgs]
@@ -75,12 +87,6 @@ class Population:
         for key in ("vf_coef", "ent_coef"):
             if hasattr(cfg, key):
                 setattr(self.cfg, key, shared_or_members(cfgs, key, device))
-        self.max_grad_norm = member_values(cfgs, "max_grad_norm", device)  # [P], inf where off
-        self.clips = bool(torch.isfinite(self.max_grad_norm).any())
-        self.active = torch.ones(self.num_members, device=device)  # 0: the member has stopped (frozen)
-        self.rows = torch.arange(self.num_members, device=device).unsqueeze(1)  # [P, 1]
-        self.stacked, self.base_lrs = {}, {}
-        self._templates: dict[int, Any] = {}
 
     def add_stacked(self, name: str, optimizer: Any, lr_key: str) -> None:
         """Register a stacked optimiser under the single run's name for it, with its members' learning rates."""
@@ -107,7 +113,7 @@ class Population:
 
     def gradient_step_stacked(self, loss: torch.Tensor, optimizer: Any) -> None:
         """One step for every member: backward of the summed losses [P], per-member clipping, the optimiser."""
-        flat = self.policy.flat
+        flat = self.stacked_net.flat
         flat.grad = None  # backward then hands its [P, D] gradient over without a copy
         loss.sum().backward()
         if self.clips:
@@ -450,20 +456,13 @@ class PopulationDQN(Population, DQN):
 
     def __init__(self, cfgs: list[Any], observation_space: gym.Space, action_space: gym.Space,
                  device: torch.device):
-        cfg = cfgs[0]
-        if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
-            raise ValueError(f"population training takes vector observations; this env has {observation_space}")
-        self.cfgs, self.cfg, self.num_members, self.device = cfgs, cfg, len(cfgs), device
-        self.spaces = (observation_space, action_space)
+        self.setup_members(cfgs, observation_space, action_space, device)
+        cfg = self.cfg = cfgs[0]
         nets = [QNetwork(observation_space, int(action_space.n), c.hidden_sizes).to(device) for c in cfgs]
         self.stacked_net = StackedQNetwork(nets)
         self.target_flat = self.stacked_net.flat.detach().clone() if cfg.target_network else None
         self.target = StackedQ(self.stacked_net, self.target_flat) if cfg.target_network else None
         self.policy = StackedQPolicy(self.stacked_net, cfg.eval_epsilon)
-        self.max_grad_norm = member_values(cfgs, "max_grad_norm", device)
-        self.clips = bool(torch.isfinite(self.max_grad_norm).any())
-        self.active = torch.ones(self.num_members, device=device)
-        self.stacked, self.base_lrs, self._templates = {}, {}, {}
         self.add_stacked("optimizer", StackedAdam(self.stacked_net.flat.data, member_values(cfgs, "lr", device),
                                                   member_values(cfgs, "adam_eps", device)), "lr")
         ranges = [c.epsilon_range for c in cfgs]
@@ -480,12 +479,7 @@ class PopulationDQN(Population, DQN):
     def update(self, batch: dict[str, torch.Tensor]) -> OffPolicyUpdate:
         """One gradient step for every member on its own replay batch (``batch`` tensors [P, B, ...])."""
         loss, errors, q_mean = self.loss(batch)  # [P], [P, B], [P]
-        flat = self.stacked_net.flat
-        flat.grad = None
-        loss.sum().backward()
-        if self.clips:
-            clip_member_grads(flat.grad, self.max_grad_norm)
-        self.stacked["optimizer"].step(flat.grad)
+        self.gradient_step_stacked(loss, self.stacked["optimizer"])
         self.gradient_steps_done += 1
         return OffPolicyUpdate({"losses/td_loss": loss.detach(), "losses/q_values": q_mean}, errors)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import signal
 import time
 from pathlib import Path
@@ -79,15 +78,14 @@ class PopulationRun:
         self.size = self.members = len(runs)
         self.step = runs[0].step
         self.total_steps = runs[0].total_steps
-        self.status: list[str | None] = [None] * self.size  # None while training, then the summary's status
-        self.errors: list[str | None] = [None] * self.size
+        self.summaries: list[dict[str, Any] | None] = [None] * self.size  # None while a member trains
         self._episodes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.eval_count = 0
         self.seed = env_seed(*(run.cfg.seed for run in runs))
         self.last_report = time.perf_counter()
 
     def active(self) -> list[int]:
-        return [p for p in range(self.size) if self.status[p] is None]
+        return [p for p in range(self.size) if self.summaries[p] is None]
 
     # --------------------------------------------------------------- RunHooks
     def record_episodes(self, info: dict[str, torch.Tensor]) -> None:
@@ -167,12 +165,11 @@ class PopulationRun:
     def end_member(self, p: int, status: str, error: str | None = None) -> None:
         """Member ``p`` stops training: its checkpoint (unless it failed), summary and event files are written."""
         run = self.runs[p]
-        self.status[p], self.errors[p] = status, error
         self.agent.freeze(p)
         if error:
             (run.run_dir / "error.txt").write_text(error.rstrip() + "\n")
             self.message(f"member {run.run_dir.name} failed: {error.splitlines()[0]}", members=[p])
-        run.finish(status)
+        self.summaries[p] = run.finish(status)
 
     def report(self, member_step: int, final: bool = False) -> None:
         """A line on the console every 10 s and at the end: steps, SPS (all members together), evaluation returns."""
@@ -289,19 +286,9 @@ def execute(population: PopulationRun, signals: StopSignals) -> list[dict[str, A
                 gc.unfreeze()
                 for p in population.active():
                     run = population.runs[p]
-                    population.status[p] = status
                     if error:
                         (run.run_dir / "error.txt").write_text(error.rstrip() + "\n")
-                    run.finish(status, signame)
-    summaries = [json_summary(run) for run in population.runs]
+                    population.summaries[p] = run.finish(status, signame)
     if signame is not None:
-        raise Interrupted(_signum(signame))
-    return summaries
-
-
-def json_summary(run: Run) -> dict[str, Any]:
-    return json.loads((run.run_dir / "summary.json").read_text())
-
-
-def _signum(signame: str) -> int:
-    return int(signal.Signals[signame])
+        raise Interrupted(int(signal.Signals[signame]))
+    return population.summaries
