@@ -118,6 +118,30 @@ class CheckpointConfig:
         check(self.keep >= 1, "checkpoint.keep", self.keep, "an integer >= 1")
 
 
+WANDB_MODES = ("auto", "online", "offline")
+
+
+@dataclass
+class LoggerConfig:
+    """Trackers beside TensorBoard, which always records the run (``tensorboard --logdir runs``)."""
+
+    wandb: bool = False
+    """Mirror the TensorBoard scalars, the config, the summary and ``rlrun eval --video`` mp4s to Weights & Biases
+    (extra ``wandb``); its files go under ``<run_dir>/wandb/``."""
+    wandb_project: str = "rlrun"
+    """The W&B project."""
+    wandb_entity: str | None = None
+    """The W&B team or user (None: your default entity)."""
+    wandb_group: str | None = None
+    """The W&B group (None: the sweep folder for a run inside a sweep, else no group)."""
+    wandb_mode: str = "auto"
+    """auto (WANDB_MODE if set; else online with an API key and a reachable server, offline otherwise), online or
+    offline (upload later with ``wandb sync``)."""
+
+    def __post_init__(self) -> None:
+        choice("logger.wandb_mode", self.wandb_mode, WANDB_MODES)
+
+
 DEVICE_HELP = "auto, cpu, cuda or cuda:N"
 
 
@@ -141,6 +165,7 @@ class TrainConfig:
     too, at some speed. CPU runs are deterministic either way."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     progress: bool = True
     """Show a progress bar on the console."""
     run_dir: str | None = None
@@ -261,9 +286,9 @@ def env_name(env_id: str) -> str:
 
 
 RUN_NAME_KEYS = ("algo", "env", "seed", "run_dir", "resume", "progress", "device", "torch_threads", "eval",
-                 "checkpoint", "deterministic")
+                 "checkpoint", "logger", "deterministic")
 """Overrides a single run's folder name leaves out (the name has algo, env and seed already; the others, and
-every ``eval.`` and ``checkpoint.`` key, do not change what is learnt)."""
+every ``eval.``, ``checkpoint.`` and ``logger.`` key, do not change what is learnt)."""
 
 
 def run_suffix(overrides: Any) -> str:
@@ -275,7 +300,7 @@ def run_suffix(overrides: Any) -> str:
         key, _, value = str(override).partition("=")
         key = key.lstrip("+~")
         group = key.split(".")[0]
-        if key.startswith("hydra") or key in RUN_NAME_KEYS or group in ("eval", "checkpoint"):
+        if key.startswith("hydra") or key in RUN_NAME_KEYS or group in ("eval", "checkpoint", "logger"):
             continue
         short = key.split(".", 1)[1] if key.startswith(("algo.", "env.")) else key
         kept.append(f"{short}={value}".replace("/", "-").replace(" ", ""))
@@ -304,5 +329,6 @@ def register_schemas() -> None:
     if not OmegaConf.has_resolver("run_suffix"):
         OmegaConf.register_new_resolver("run_suffix", run_suffix)
     store.store(group="schema", name="env", node=OmegaConf.create(dataclasses.asdict(EnvConfig())))
+    store.store(group="schema", name="logger", node=OmegaConf.create(dataclasses.asdict(LoggerConfig())))
     for name, algo in ALGOS.items():
         store.store(group="schema/algo", name=name, node=OmegaConf.create(dataclasses.asdict(algo.Config(name=name))))

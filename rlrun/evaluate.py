@@ -31,6 +31,7 @@ from rlrun.envs.render import RenderError, has_display, make_rendered_env
 from rlrun.envs.wrappers import observation_statistics, wrap
 from rlrun.logger import write_json
 from rlrun.run import evaluate
+from rlrun.trackers import upload_videos
 from rlrun.train import build, resolve_device, seed_everything
 
 DEFAULT_SEED = 100_000
@@ -170,6 +171,8 @@ def evaluate_run(
         rendered = None
         if shown_env is not None:
             rendered = play_shown(agent.policy, shown_env, seed, deterministic, render_episodes, folder)
+            if folder is not None and cfg.logger.wandb:  # the run is tracked: its videos join its W&B run
+                rendered["wandb"] = upload_videos(cfg.logger, run_dir, [Path(v) for v in rendered["videos"]], step)
     finally:
         for env in (shown_env, eval_env):
             if env is not None:
@@ -250,6 +253,8 @@ def format_result(result: dict[str, Any]) -> str:
         label, where = ("video", f" -> {rendered['video_dir']}") if rendered["video_dir"] else ("window", "")
         shown = " ".join(f"{r:g}" for r in rendered["returns"])
         lines.append(f"{label:<12}{rendered['episodes']} more episode(s){where}, returns {shown}")
+        if rendered.get("wandb"):
+            lines.append(f"{'W&B':<12}{rendered['wandb']}")
     return "\n".join(lines)
 
 

@@ -25,12 +25,15 @@ class Logger:
 
     ``progress``: a progress bar below those lines, when the console is a terminal (under nohup, SLURM or CI the
     lines stay plain). ``console=False`` writes ``train.log`` only (a population's members: the population
-    speaks for them on the console).
+    speaks for them on the console). ``tracker``: a :class:`~rlrun.trackers.WandbTracker` that every scalar and
+    the summary are mirrored to.
     """
 
     def __init__(self, run_dir: Path, purge_step: int | None = None, progress: bool = True,
-                 total_steps: int = 0, start_step: int = 0, description: str = "train", console: bool = True):
+                 total_steps: int = 0, start_step: int = 0, description: str = "train", console: bool = True,
+                 tracker: Any = None):
         self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+        self.tracker, self.failed = tracker, False
         self.log_path = Path(run_dir) / "train.log"
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.console, self.total_steps = console, total_steps
@@ -95,13 +98,15 @@ class Logger:
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
+        if self.tracker is not None:
+            self.tracker.log(values, step)
 
     def episodes(self, returns: list[float], lengths: list[float], step: int) -> None:
         """Log the mean return and length of the episodes that ended in the last iteration."""
         if returns:
             self.recent_returns.extend(returns)
-            self.writer.add_scalar("charts/episodic_return", sum(returns) / len(returns), step)
-            self.writer.add_scalar("charts/episodic_length", sum(lengths) / len(lengths), step)
+            self.scalars({"charts/episodic_return": sum(returns) / len(returns),
+                          "charts/episodic_length": sum(lengths) / len(lengths)}, step)
 
     def config(self, flat: dict[str, Any]) -> None:
         """The resolved config as a text table and as TensorBoard hparams (compared across a sweep).
@@ -119,6 +124,9 @@ class Logger:
         """The run's summary numbers as ``final/...`` scalars at its last step (the HParams table's columns)."""
         values = {f"final/{key}": summary[key] for key in FINAL_KEYS if summary.get(key) is not None}
         self.scalars(values, int(summary["steps"]))
+        if self.tracker is not None:
+            self.tracker.summary(summary)
+            self.failed = summary["status"] == "failed"
 
     def progress(self, step: int, sps: float) -> None:
         if self.bar is not None:
@@ -131,6 +139,9 @@ class Logger:
             self.bar.stop()
         self.writer.flush()
         self.writer.close()
+        if self.tracker is not None:
+            self.tracker.close(failed=self.failed)
+            self.tracker = None
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from rlrun.logger import Logger, shown
 from rlrun.loops import LOOPS
 from rlrun.resources import ResourceError
 from rlrun.run import TRAIN_SEEDS, Run, env_seed
+from rlrun.trackers import check_available, open_tracker
 
 
 def resolve_device(name: str) -> torch.device:
@@ -182,6 +183,7 @@ def prepare(cfg: TrainConfig, device: torch.device) -> tuple[Path, dict[str, Any
     """The run folder and, for ``resume=``, the checkpoint to continue from; refuses what cannot work before
     anything is allocated or written."""
     resources.check(cfg, device)
+    check_available(cfg.logger)
     state = None
     if cfg.resume:
         run_dir = Path(cfg.resume)
@@ -260,11 +262,14 @@ def train(cfg: DictConfig | TrainConfig | dict, signals: StopSignals | None = No
         run_dir.mkdir(parents=True, exist_ok=True)
         if state:
             restore(state, agent, env, device)
+        flat = flatten({k: v for k, v in to_dict(cfg).items() if k not in ("run_dir", "resume")})
+        tracker = open_tracker(cfg, run_dir, flat, resuming=state is not None)
         logger = Logger(run_dir, purge_step=state["step"] + 1 if state else None, progress=cfg.progress,
                         total_steps=cfg.total_steps, start_step=state["step"] if state else 0,
-                        description=f"{cfg.algo.name} {cfg.env.name}")
-        logger.config(flatten({k: v for k, v in to_dict(cfg).items() if k not in ("run_dir", "resume")}))
-        logger.start(start_rows(cfg, run_dir, device, resumed_at=state["step"] if state else None))
+                        description=f"{cfg.algo.name} {cfg.env.name}", tracker=tracker)
+        logger.config(flat)
+        logger.start([*start_rows(cfg, run_dir, device, resumed_at=state["step"] if state else None),
+                      *([tracker.where()] if tracker else [])])
         signals = signals or StopSignals()
         run = Run(cfg, run_dir, agent, env, eval_env, logger, reward_threshold(cfg.env), state, signals)
         del state  # the run keeps what it still needs; a saved replay buffer (GBs) is freed once the loop loads it

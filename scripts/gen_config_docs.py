@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from rlrun.algos import ALGOS
-from rlrun.config import CheckpointConfig, EnvConfig, EvalConfig, TrainConfig
+from rlrun.config import CheckpointConfig, EnvConfig, EvalConfig, LoggerConfig, TrainConfig
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 CONF = Path(__file__).resolve().parent.parent / "rlrun" / "conf"
@@ -71,9 +71,10 @@ def render() -> str:
         "themselves for an algo/env pair) and `experiment=` files may set others again.",
         "`rlrun train --cfg job` prints what a command line composes to.",
         "",
-        "## Run", "", table("", TrainConfig, skip=("algo", "env", "eval", "checkpoint")), "",
+        "## Run", "", table("", TrainConfig, skip=("algo", "env", "eval", "checkpoint", "logger")), "",
         "## Evaluation (`eval.`)", "", table("eval.", EvalConfig), "",
         "## Checkpoints (`checkpoint.`)", "", table("checkpoint.", CheckpointConfig), "",
+        "## Trackers (`logger.`)", "", table("logger.", LoggerConfig), "",
         "## Environment (`env=<name>`, `env.`)", "", table("env.", EnvConfig), "",
     ]
     for name, algo in sorted(ALGOS.items()):

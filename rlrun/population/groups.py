@@ -11,7 +11,7 @@ ALGOS = ("ppo", "a2c", "vpg", "npg", "trpo", "dqn")
 """Algorithms that train as populations (the others run as ordinary jobs)."""
 
 BATCHABLE = {
-    "seed", "run_dir", "progress", "env.reward_threshold", "eval.stop_at_threshold",
+    "seed", "run_dir", "progress", "logger", "env.reward_threshold", "eval.stop_at_threshold",
     "algo.lr", "algo.adam_eps", "algo.max_grad_norm",
 }
 """Keys whose values may differ between the members of any population: none of them changes a shape."""

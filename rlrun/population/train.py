@@ -36,6 +36,7 @@ from rlrun.loops import LOOPS
 from rlrun.population.algos import POPULATION_ALGOS
 from rlrun.population.groups import group_key, why_not_batchable
 from rlrun.run import EVAL_SEEDS, TRAIN_SEEDS, Run, TrainingDiverged, check_finite, env_seed, evaluate
+from rlrun.trackers import check_available, open_tracker
 from rlrun.train import (
     default_run_dir,
     deterministic_algorithms,
@@ -218,6 +219,7 @@ def train_population(cfgs: list[DictConfig | TrainConfig], signals: StopSignals 
             raise ConfigError(f"The run folder {run_dir} cannot be written ({problem}).")
     whole = dataclasses.replace(first, env=dataclasses.replace(first.env, num_envs=size * first.env.num_envs))
     resources.check(whole, device)
+    check_available(first.logger)
     seed_everything(env_seed(*(c.seed for c in typed)))
     signals = signals or StopSignals()
     with deterministic_algorithms(first.deterministic):
@@ -240,10 +242,13 @@ def train_population(cfgs: list[DictConfig | TrainConfig], signals: StopSignals 
             runs = []
             for p, (cfg, run_dir) in enumerate(zip(typed, run_dirs)):
                 run_dir.mkdir(parents=True, exist_ok=True)
+                flat = flatten({k: v for k, v in to_dict(cfg).items() if k not in ("run_dir", "resume")})
+                tracker = open_tracker(cfg, run_dir, flat)
                 logger = Logger(run_dir, progress=False, total_steps=cfg.total_steps,
-                                description=f"{cfg.algo.name} {cfg.env.name}", console=False)
-                logger.config(flatten({k: v for k, v in to_dict(cfg).items() if k not in ("run_dir", "resume")}))
-                logger.start([*start_rows(cfg, run_dir, device), ("population", f"member {p + 1} of {size}")])
+                                description=f"{cfg.algo.name} {cfg.env.name}", console=False, tracker=tracker)
+                logger.config(flat)
+                logger.start([*start_rows(cfg, run_dir, device), ("population", f"member {p + 1} of {size}"),
+                              *([tracker.where()] if tracker else [])])
                 runs.append(Run(cfg, run_dir, Member(agent, p), MemberEnv(env, p), eval_env, logger,
                                 reward_threshold(cfg.env), None, signals))
             population = PopulationRun(runs, agent, env, eval_env, signals)
