@@ -47,6 +47,9 @@ class EnvConfig:
     """Evaluation return that counts as solved; None takes the gymnasium spec's value."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for gymnasium.make (gymnasium backend; the tensor-native envs take none)."""
+    opponent: str = "random"
+    """Two-player games (TicTacToe, ConnectFour): who evaluation plays, the agent taking each colour in half the
+    games: random, alphabeta:<depth>, mcts:<simulations> (random rollouts) or perfect (tic-tac-toe)."""
     # Atari (ale backend) preprocessing, each a switch.
     frame_skip: int = 4
     """Agent step = this many emulator frames (max-pooled over the last two)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import torch
 from rlrun.checkpoint import PATTERN, CheckpointError, latest, list_checkpoints
 from rlrun.checkpoint import load as load_checkpoint
 from rlrun.config import ConfigError, TrainConfig, load
-from rlrun.envs import resolve_backend
+from rlrun.envs import is_game_id, resolve_backend
 from rlrun.envs.base import VecEnv
 from rlrun.envs.render import RenderError, has_display, make_rendered_env
 from rlrun.envs.wrappers import observation_statistics, wrap
@@ -136,13 +137,16 @@ def evaluate_run(
     video_dir: str | Path | None = None,
     render: str | None = None,
     render_episodes: int = 1,
+    opponent: str | None = None,
 ) -> dict[str, Any]:
     """Score ``episodes`` episodes of a run's checkpoint (the latest, or ``checkpoint``: a step or a path).
 
     Episode i starts from env seed ``seed + i`` (as env i of a batch does in training's evaluation). With
     ``video`` (mp4s in ``video_dir``, default ``<run_dir>/videos/<step>``) or ``render="human"`` (a window),
     ``render_episodes`` more episodes are played on one rendering env, from seeds ``seed``, ``seed + 1``, ...
-    Seeds torch and numpy (as training does), so ``--stochastic`` results repeat too.
+    Seeds torch and numpy (as training does), so ``--stochastic`` results repeat too. A board game's run plays
+    ``opponent`` (default: the run's ``env.opponent``), the agent first in every other game; the result then has
+    wins, draws, losses, a 95% interval of the score and the mistake rate on labelled positions.
     Raises :class:`EvalError`, :class:`~rlrun.checkpoint.CheckpointError` or :class:`~rlrun.config.ConfigError`
     with a message for the user.
     """
@@ -153,6 +157,9 @@ def evaluate_run(
     path = find_checkpoint(run_dir, checkpoint)
     cfg, state = load_run(path, dev)
     step = int(state["step"])
+    game = is_game_id(cfg.env.id)
+    if opponent is not None:
+        cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, opponent=check_opponent(cfg, opponent)))
 
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.torch_threads)
@@ -168,6 +175,7 @@ def evaluate_run(
         for start in range(0, episodes, batch):  # env i of this batch starts from seed + start + i
             got = evaluate(agent.policy, eval_env, seed + start, deterministic)
             returns += got[: episodes - start].tolist()
+        metrics = eval_env.evaluation_metrics(torch.tensor(returns), agent.policy) if game else {}
         rendered = None
         if shown_env is not None:
             rendered = play_shown(agent.policy, shown_env, seed, deterministic, render_episodes, folder)
@@ -187,7 +195,45 @@ def evaluate_run(
         "returns": returns, "mean": float(values.mean()), "std": float(values.std(unbiased=False)),
         "min": float(values.min()), "max": float(values.max()),
         "rendered": rendered,
+        **(game_result(cfg.env.opponent, returns, metrics) if game else {}),
     }
+
+
+def check_opponent(cfg: TrainConfig, spec: str) -> str:
+    """``--opponent spec`` for a board game's run, or an EvalError saying what is accepted."""
+    from rlrun.search.games import GAMES
+    from rlrun.search.opponents import make_opponent
+
+    if not is_game_id(cfg.env.id):
+        raise EvalError(f"--opponent {spec} is for the two-player board games ({', '.join(GAMES)}); this run "
+                        f"trained on {cfg.env.id}, a single-agent env.")
+    try:
+        make_opponent(spec, GAMES[cfg.env.id](), "cpu", 0)
+    except ValueError as err:
+        raise EvalError(f"--opponent {spec}: {err}.") from None
+    return spec
+
+
+def game_result(opponent: str, returns: list[float], metrics: dict[str, float]) -> dict[str, Any]:
+    """Wins, draws and losses against ``opponent``; the score (win 1, draw 1/2) with its 95% Wilson interval."""
+    n = len(returns)
+    wins, draws = sum(r > 0 for r in returns), sum(r == 0 for r in returns)
+    score = (wins + draws / 2) / n
+    return {"opponent": opponent, "wins": wins, "draws": draws, "losses": n - wins - draws, "score": score,
+            "score_interval": list(wilson_interval(score, n)), "metrics": metrics}
+
+
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``p`` observed in ``n`` trials:
+
+        (p + z^2 / 2n -+ z sqrt(p (1 - p) / n + z^2 / 4n^2)) / (1 + z^2 / n)
+
+    z = 1.96: 95%. Unlike p -+ z sqrt(p (1 - p) / n), it stays inside [0, 1] and is not empty at p = 0 or 1.
+    """
+    centre = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    scale = 1 + z * z / n
+    return (centre - half) / scale, (centre + half) / scale
 
 
 def check_request(episodes: int, seed: int, video: bool, render: str | None, render_episodes: int) -> None:
@@ -248,6 +294,15 @@ def format_result(result: dict[str, Any]) -> str:
     ]
     if len(result["returns"]) <= LIST_RETURNS:
         lines.append("returns     " + " ".join(f"{r:g}" for r in result["returns"]))
+    if "opponent" in result:
+        lo, hi = result["score_interval"]
+        lines.append(f"games       vs {result['opponent']} (the agent first in every other game): {result['wins']} won, "
+                     f"{result['draws']} drawn, {result['losses']} lost; score {result['score']:.3f} "
+                     f"(95% interval {lo:.3f}-{hi:.3f})")
+        if "eval/mistake_rate" in result["metrics"]:
+            by = ", ".join(f"{k.rsplit('_', 2)[-2]}-{k.rsplit('_', 1)[-1]} stones {v:.3f}"
+                           for k, v in result["metrics"].items() if k.startswith("eval/mistake_rate_"))
+            lines.append(f"mistakes    {result['metrics']['eval/mistake_rate']:.3f} of labelled positions ({by})")
     rendered = result.get("rendered")
     if rendered:
         label, where = ("video", f" -> {rendered['video_dir']}") if rendered["video_dir"] else ("window", "")
@@ -294,7 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", metavar="STEP|PATH",
                         help="a step of the run's checkpoints/, or a .pt file (a path, or a name in checkpoints/); "
                              "default: the latest")
-    parser.add_argument("--episodes", type=_positive_int, default=10, metavar="N", help="episodes to score (10)")
+    parser.add_argument("--episodes", "--games", type=_positive_int, default=10, metavar="N",
+                        help="episodes (board games: games) to score (10)")
+    parser.add_argument("--opponent", metavar="SPEC",
+                        help="board games: who the agent plays, each colour in half the games: random, "
+                             "alphabeta:<depth>, mcts:<simulations>, perfect (TicTacToe); default: the run's "
+                             "env.opponent")
     parser.add_argument("--stochastic", action="store_true",
                         help="sample actions from the policy (DQN: epsilon-greedy with the epsilon of the training "
                              "schedule at the checkpoint's step) instead of taking the most likely one")
@@ -326,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate_run(args.run_dir, episodes=args.episodes, deterministic=not args.stochastic,
                               seed=args.seed, checkpoint=args.checkpoint, device=args.device,
                               video=args.video or args.video_dir is not None,
-                              video_dir=args.video_dir, render=args.render, render_episodes=args.render_episodes)
+                              video_dir=args.video_dir, render=args.render, render_episodes=args.render_episodes,
+                              opponent=args.opponent)
     except (EvalError, RenderError, CheckpointError, ConfigError) as err:
         print(f"rlrun: error: {err}", file=sys.stderr)
         return 2

@@ -7,11 +7,12 @@ training from scratch, resumed training, tests and populations (many runs sharin
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 
 import torch
 
-from rlrun.algos.base import OffPolicy, OnPolicy
+from rlrun.algos.base import OffPolicy, OnPolicy, Searching
 from rlrun.buffers import ReplayBuffer
 from rlrun.envs.base import VecEnv
 from rlrun.returns import gae
@@ -186,5 +187,45 @@ def run_off_policy(agent: OffPolicy, env: VecEnv, obs: torch.Tensor, run: RunHoo
     return obs
 
 
+def run_search(agent: Searching, env: VecEnv, obs: torch.Tensor, run: RunHooks) -> torch.Tensor:
+    """AlphaZero's self-play: every env's game moves by the agent's search; each finished game's positions go into
+    a replay with the search policies and the outcome from each position's side to move; every
+    ``moves_per_update`` moves, ``gradient_steps`` updates on sampled positions once the replay holds
+    ``learning_starts``. An env step is one move of one game. The replay goes into checkpoints with
+    ``checkpoint.replay=true``; games in progress at a checkpoint are not saved (a resumed run starts new ones).
+    """
+    from rlrun.search.selfplay import GameHistory, PositionReplay
+
+    cfg = agent.cfg
+    history = GameHistory(agent.game, env.num_envs, env.device)
+    replay = PositionReplay(cfg.replay_size, agent.game, env.device)
+    run.keep("replay", replay)
+    metrics: dict[str, Any] = {}
+    last_log, moves, games, started = run.step, 0, 0, time.perf_counter()
+    stop = run.step >= run.total_steps
+    while not stop:
+        for _ in range(cfg.moves_per_update):
+            result = agent.self_play(obs)
+            history.add(obs, result.policy)
+            obs, _, terminated, _, info = env.step(result.action)
+            run.record_episodes(info)
+            states, policies, z = history.finish(terminated, info["final_obs"])
+            replay.add(states, policies, z)
+            games += int(terminated.sum())
+            moves += env.num_envs
+            run.step += env.num_envs
+        if len(replay) >= max(cfg.learning_starts, 1):
+            for _ in range(cfg.gradient_steps):
+                metrics = agent.update(replay.sample(cfg.batch_size))
+        if run.step - last_log >= cfg.log_every or run.step >= run.total_steps:
+            seconds = max(time.perf_counter() - started, 1e-9)
+            throughput = {"charts/simulations_per_s": moves * cfg.num_simulations / seconds,
+                          "charts/games_per_s": games / seconds, "charts/replay_size": len(replay),
+                          "charts/gradient_steps": agent.gradient_steps_done}
+            stop = run.end_iteration({**metrics, **agent.set_progress(run.step / run.total_steps), **throughput})
+            last_log, moves, games, started = run.step, 0, 0, time.perf_counter()
+    return obs
+
+
 # What an algorithm's class attribute ``loop`` names.
-LOOPS = {"on_policy": run_on_policy, "off_policy": run_off_policy}
+LOOPS = {"on_policy": run_on_policy, "off_policy": run_off_policy, "search": run_search}

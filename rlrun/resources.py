@@ -18,9 +18,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlrun.algos.alphazero import AlphaZeroConfig
 from rlrun.algos.base import OnPolicyConfig
 from rlrun.config import TrainConfig
-from rlrun.envs import resolve_backend
+from rlrun.envs import is_game_id, resolve_backend
+from rlrun.envs.games import GameSpace
 
 
 class ResourceError(RuntimeError):
@@ -39,6 +41,10 @@ class Need:
 def observation_space(cfg: TrainConfig) -> gym.Space | None:
     """The env's observation space without building the batch of envs (None if it cannot be told cheaply)."""
     env = cfg.env
+    if is_game_id(env.id):
+        from rlrun.search.games import GAMES
+
+        return GameSpace(GAMES[env.id]())
     backend = resolve_backend(env)
     if backend == "ale":
         return gym.spaces.Box(0, 255, (env.frame_stack, 84, 84), np.uint8)
@@ -71,6 +77,15 @@ def estimate(cfg: TrainConfig, space: gym.Space) -> list[Need]:
         needs.append(Need("rollout storage", algo.num_steps * n * per_step,
                           f"algo.num_steps={algo.num_steps} x env.num_envs={n} transitions: lower env.num_envs "
                           "or algo.num_steps"))
+    elif isinstance(algo, AlphaZeroConfig):
+        if not isinstance(space, GameSpace):
+            return []  # not a board game: build() refuses it
+        game = space.game
+        per_position = game.state_size + 4 * game.num_actions + 4  # state, search policy, outcome
+        needs.append(Need("position replay", algo.replay_size * per_position,
+                          f"algo.replay_size={algo.replay_size} positions: lower algo.replay_size"))
+        needs.append(Need("game histories", n * game.rows * game.cols * per_position,
+                          f"env.num_envs={n} games in progress: lower env.num_envs"))
     else:  # the DQN family
         frames = space.dtype == np.uint8 and len(space.shape or ()) == 3
         per_transition = (obs // space.shape[0] + 7149 - 7056) if frames else 2 * obs + 16  # see rlrun.buffers

@@ -193,10 +193,12 @@ class Run:
         start = time.perf_counter()
         seed = env_seed(self.cfg.seed, EVAL_SEEDS, self.eval_count)
         returns = evaluate(self.agent.policy, self.eval_env, seed, self.cfg.eval.deterministic)
-        return self.record_eval(returns, time.perf_counter() - start)
+        extra = self.eval_env.evaluation_metrics(returns, self.agent.policy)
+        return self.record_eval(returns, time.perf_counter() - start, extra)
 
-    def record_eval(self, returns: torch.Tensor, seconds: float) -> float:
-        """Log an evaluation's episode returns [episodes] (taking ``seconds``), track the best and the threshold."""
+    def record_eval(self, returns: torch.Tensor, seconds: float, extra: dict[str, float] | None = None) -> float:
+        """Log an evaluation's episode returns [episodes] (taking ``seconds``) and the env's ``extra`` scalars
+        (a game's win rates), track the best and the threshold."""
         self.eval_count += 1
         mean = float(returns.mean())
         self.final_eval_return, self.last_eval_step = mean, self.step
@@ -207,7 +209,8 @@ class Run:
         self.logger.evaluation(self.step, returns.tolist(), self.best_eval_return, self.sps(),
                                time.perf_counter() - self.t0)
         self.logger.scalars({"eval/return_mean": mean, "eval/return_std": float(returns.std(unbiased=False)),
-                             "eval/return_min": float(returns.min()), "eval/return_max": float(returns.max())},
+                             "eval/return_min": float(returns.min()), "eval/return_max": float(returns.max()),
+                             **(extra or {})},
                             self.step)
         return mean
 

@@ -23,7 +23,7 @@ from rlrun import checkpoint, resources
 from rlrun.algos import ALGOS
 from rlrun.algos.base import Algorithm
 from rlrun.config import ConfigError, EnvConfig, TrainConfig, flatten, load, to_dict
-from rlrun.envs import VecEnv, is_ale_id, make_vec_env
+from rlrun.envs import VecEnv, is_ale_id, is_game_id, make_vec_env
 from rlrun.envs.wrappers import observation_statistics, wrap
 from rlrun.interrupt import Interrupted, StopSignals
 from rlrun.logger import Logger, shown
@@ -86,6 +86,12 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 def build(cfg: TrainConfig, device: torch.device):
     """Training env, evaluation env and agent for ``cfg``; ConfigError for combinations that cannot work."""
     algo_cls = ALGOS[cfg.algo.name]
+    if is_game_id(cfg.env.id) and algo_cls.loop != "search":
+        raise ConfigError(f"env={cfg.env.name} is a two-player board game, which algo=alphazero plays; algo="
+                          f"{cfg.algo.name} learns single-agent envs (CartPole, Pong, HalfCheetah, any gymnasium id).")
+    if algo_cls.loop == "search" and not is_game_id(cfg.env.id):
+        raise ConfigError(f"algo={cfg.algo.name} plays the two-player board games (env=TicTacToe, env=ConnectFour), "
+                          f"not env.id={cfg.env.id}: use ppo, dqn or another algorithm for single-agent envs.")
     env = make_vec_env(cfg.env, cfg.env.num_envs, device, training=True)
     try:
         space = env.single_action_space

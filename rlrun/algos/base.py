@@ -2,8 +2,8 @@
 
 The interface is declared here and nowhere else: :class:`Algorithm` is what every algorithm offers,
 :class:`OnPolicy` and :class:`OffPolicy` what each family's loop (:mod:`rlrun.loops`) calls on top. Nothing
-outside an algorithm's module uses a member that is not listed here. A search-based family (AlphaZero) will
-add a third protocol beside these two.
+outside an algorithm's module uses a member that is not listed here; :class:`Searching` is the third family's
+(AlphaZero).
 
 An algorithm owns its networks, its optimisers and its update; the loops own the data (rollout storage,
 the replay buffer) and hand it over as batches.
@@ -98,6 +98,23 @@ class OffPolicy(Algorithm, Protocol):
 
     def update_target(self, step: int) -> None:
         """Update the target network if one is due at env step ``step``."""
+
+
+@runtime_checkable
+class Searching(Algorithm, Protocol):
+    """AlphaZero, trained by :func:`rlrun.loops.run_search`: self-play with a tree search, learning from the
+    search's policies and the games' outcomes."""
+
+    game: Any
+    """The :class:`rlrun.search.games.TensorGame` it plays."""
+    gradient_steps_done: int
+
+    def self_play(self, states: torch.Tensor) -> Any:
+        """Search every game's position [N, D]; a :class:`rlrun.search.mcts.SearchResult` whose ``action`` is the
+        move to play and ``policy`` the training target."""
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """One gradient step on replay positions (``states``, ``policies``, ``z``)."""
 
 
 # ----------------------------------------------------------------- what the on-policy family shares

@@ -24,6 +24,13 @@ TORCH_ENVS = {
 }
 
 
+def is_game_id(env_id: str) -> bool:
+    """A two-player tensor board game (rlrun.search.games): TicTacToe, ConnectFour."""
+    from rlrun.search.games import GAMES
+
+    return env_id in GAMES
+
+
 def is_ale_id(env_id: str) -> bool:
     return env_id.startswith("ALE/") or env_id.endswith("NoFrameskip-v4")
 
@@ -41,6 +48,11 @@ def resolve_backend(env_cfg: EnvConfig) -> str:
     gymnasium.make's, and the tensor envs take none), ale for Atari ids, else gymnasium.
     """
     backend = env_cfg.backend
+    if is_game_id(env_cfg.id):
+        if backend not in ("auto", "torch"):
+            raise ConfigError(f"env.backend={backend} cannot play {env_cfg.id}: the board games exist as tensor "
+                              "rules only (env.backend=torch or auto).")
+        return "torch"
     if backend == "auto":
         if env_cfg.id in TORCH_ENVS and not env_cfg.kwargs:
             return "torch"
@@ -72,6 +84,10 @@ def make_vec_env(
     ``training=False`` builds evaluation envs: no Atari life-loss episodes and no reward clipping.
     """
     backend = resolve_backend(env_cfg)
+    if is_game_id(env_cfg.id):
+        from rlrun.envs.games import make_game_env
+
+        return make_game_env(env_cfg, num_envs, device, training=training)
     if backend == "torch":
         cls = torch_env_class(env_cfg.id)
         # env.max_episode_steps=null keeps the class's default, gymnasium's registered limit for the id
@@ -86,4 +102,4 @@ def make_vec_env(
     return GymVecEnv(env_cfg, num_envs, device)
 
 
-__all__ = ["TORCH_ENVS", "EpisodeTracker", "VecEnv", "is_ale_id", "make_vec_env", "resolve_backend", "torch_env_class"]
+__all__ = ["TORCH_ENVS", "EpisodeTracker", "VecEnv", "is_ale_id", "is_game_id", "make_vec_env", "resolve_backend", "torch_env_class"]

@@ -66,6 +66,11 @@ class VecEnv(abc.ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
 
+    def evaluation_metrics(self, returns: torch.Tensor, policy: Any) -> dict[str, float]:
+        """Scalars of an evaluation beyond the returns' mean and spread, from its episode returns [episodes] and the
+        ``policy`` evaluated (a game: win, draw and loss rates, mistakes on labelled positions); none by default."""
+        return {}
+
 
 class EpisodeTracker:
     """Running undiscounted return and length per env, reported when an episode ends."""

@@ -87,6 +87,9 @@ class VecEnvWrapper(VecEnv):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.env.load_state_dict(state["env"])
 
+    def evaluation_metrics(self, returns: torch.Tensor, policy: Any) -> dict[str, float]:
+        return self.env.evaluation_metrics(returns, policy)
+
 
 class NormalizeObservation(VecEnvWrapper):
     """obs -> clip((obs - mean) / sqrt(var + eps), -clip, clip) with running statistics.

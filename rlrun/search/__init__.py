@@ -1,0 +1,1 @@
+"""AlphaZero's search: batched Monte Carlo tree search over tensor board games (:mod:`rlrun.search.games`)."""

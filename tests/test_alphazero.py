@@ -1,0 +1,93 @@
+"""AlphaZero end to end: a run on each game (both root rules), its curves and win rates, resume, rlrun eval
+against the opponents, the refusals, the Wilson interval by hand, and (slow) learning tic-tac-toe."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import tiny_config
+
+from rlrun.checks import ConfigError
+from rlrun.evaluate import main as eval_main
+from rlrun.evaluate import wilson_interval
+from rlrun.plot import read_scalars
+from rlrun.train import train
+
+TINY = ("algo=alphazero", "algo.num_simulations=4", "algo.learning_starts=64", "algo.batch_size=32",
+        "env.num_envs=8", "total_steps=256", "eval.every_steps=128", "eval.episodes=4")
+
+
+@pytest.mark.parametrize(("env", "rule"), [("TicTacToe", "gumbel"), ("TicTacToe", "puct"),
+                                           ("ConnectFour", "gumbel")])
+def test_a_run_trains_logs_win_rates_and_resumes(tmp_path, env, rule):
+    extra = ("algo.network=resnet", "algo.blocks=1", "algo.channels=8") if env == "ConnectFour" else ()
+    run_dir = tmp_path / "run"
+    summary = train(tiny_config(run_dir, *TINY, f"env={env}", f"algo.search={rule}", *extra))
+    assert summary["status"] == "completed" and summary["steps"] == 256
+    assert summary["final_eval_return"] is not None and -1 <= summary["final_eval_return"] <= 1
+    tags = read_scalars(run_dir).Tags()["scalars"]
+    opponent = "perfect" if env == "TicTacToe" else "alphabeta_2"
+    for tag in (f"eval/win_rate_{opponent}", f"eval/draw_rate_{opponent}", f"eval/loss_rate_{opponent}",
+                "losses/policy_loss", "losses/value_loss", "charts/simulations_per_s", "charts/games_per_s",
+                "charts/episodic_length"):
+        assert tag in tags, tag
+    if env == "TicTacToe":
+        assert {"eval/mistake_rate", "eval/mistake_rate_0_2"} <= set(tags)
+    resumed = train(tiny_config(run_dir, *TINY, f"env={env}", f"algo.search={rule}", *extra,
+                                "total_steps=384", f"resume={run_dir}"))
+    assert resumed["steps"] == 384 and resumed["segments"][0]["end_step"] == 256
+
+
+def test_rlrun_eval_plays_an_opponent_and_reports_wins_draws_losses(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    train(tiny_config(run_dir, *TINY, "env=TicTacToe"))
+    out_json = tmp_path / "eval.json"
+    assert eval_main([str(run_dir), "--opponent", "random", "--games", "6", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "vs random (the agent first in every other game)" in out and "mistakes" in out
+    result = json.loads(out_json.read_text())
+    assert result["wins"] + result["draws"] + result["losses"] == 6 and result["opponent"] == "random"
+    assert result["score"] == pytest.approx((result["wins"] + result["draws"] / 2) / 6)
+    lo, hi = result["score_interval"]
+    assert 0 <= lo <= result["score"] <= hi <= 1
+    assert 0 <= result["metrics"]["eval/mistake_rate"] <= 1
+    assert eval_main([str(run_dir), "--opponent", "minimax"]) == 2
+    assert "--opponent minimax: unknown opponent 'minimax'; accepted: random" in capsys.readouterr().err
+
+
+def test_refusals(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="env=TicTacToe is a two-player board game, which algo=alphazero plays"):
+        train(tiny_config(tmp_path / "a", "algo=ppo", "env=TicTacToe"))
+    with pytest.raises(ConfigError, match="algo=alphazero plays the two-player board games"):
+        train(tiny_config(tmp_path / "b", "algo=alphazero", "env=CartPole"))
+    with pytest.raises(ConfigError, match="algo.search='mcts' is not accepted: expected one of puct, gumbel"):
+        train(tiny_config(tmp_path / "c", *TINY, "env=TicTacToe", "algo.search=mcts"))
+    with pytest.raises(ConfigError, match=r"env.opponent='perfect' is not accepted.*plays only TicTacToe"):
+        train(tiny_config(tmp_path / "d", *TINY, "env=ConnectFour", "env.opponent=perfect"))
+    run_dir = tmp_path / "cartpole"
+    train(tiny_config(run_dir))
+    assert eval_main([str(run_dir), "--opponent", "random"]) == 2
+    assert "--opponent random is for the two-player board games" in capsys.readouterr().err
+
+
+def test_wilson_interval_by_hand():
+    # 5 of 10: centre (0.5 + 1.96^2 / 20) / (1 + 1.96^2 / 10) = 0.5; half-width 1.96 sqrt(0.025 + 0.009604) / 1.38416
+    lo, hi = wilson_interval(0.5, 10)
+    assert (lo, hi) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    lo, hi = wilson_interval(0.0, 20)  # all lost: not the empty interval the normal approximation gives
+    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(0.1611, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_alphazero_learns_to_never_lose_tictactoe(compose, tmp_path):
+    # The shipped settings (algo=alphazero env=TicTacToe): evaluation plays the solved game, 20 games, so a return
+    # of 0 means all 20 drawn; an untrained agent loses nearly all of them.
+    cfg = compose("algo=alphazero", "env=TicTacToe", "seed=0", "total_steps=60000", "eval.every_steps=10000",
+                  "eval.episodes=20", "eval.stop_at_threshold=true", "progress=false", "device=cpu",
+                  f"run_dir={tmp_path / 'run'}")
+    summary = train(cfg)
+    print(summary)
+    assert summary["steps_to_threshold"] is not None and summary["steps_to_threshold"] <= 60000, summary
+    mistakes = read_scalars(tmp_path / "run").Scalars("eval/mistake_rate")
+    assert mistakes[0].value > 0.2 and mistakes[-1].value < 0.05, [m.value for m in mistakes]
