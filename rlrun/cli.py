@@ -39,6 +39,9 @@ commands:
   eval    evaluate a run's checkpoint: returns table, optional mp4
             rlrun eval runs/<run folder> --episodes 20 --video
             rlrun eval --help
+  play    play a board-game agent (algo=alphazero) in the terminal, or print its move for a position
+            rlrun play runs/<run folder>
+            rlrun play runs/<run folder> --position 4453
 
 Curves: tensorboard --logdir runs
 """
@@ -375,7 +378,11 @@ def main(argv: list[str] | None = None) -> None:
         from rlrun.evaluate import main as eval_main
 
         raise SystemExit(eval_main(rest))
-    print(f"rlrun: unknown command {command!r}; the commands are: train, plot, eval.\n\n{USAGE}", file=sys.stderr)
+    if command == "play":
+        from rlrun.play import main as play_main
+
+        raise SystemExit(play_main(rest))
+    print(f"rlrun: unknown command {command!r}; the commands are: train, plot, eval, play.\n\n{USAGE}", file=sys.stderr)
     raise SystemExit(2)
 
 

@@ -91,3 +91,28 @@ def test_alphazero_learns_to_never_lose_tictactoe(compose, tmp_path):
     assert summary["steps_to_threshold"] is not None and summary["steps_to_threshold"] <= 60000, summary
     mistakes = read_scalars(tmp_path / "run").Scalars("eval/mistake_rate")
     assert mistakes[0].value > 0.2 and mistakes[-1].value < 0.05, [m.value for m in mistakes]
+
+
+def test_rlrun_play_answers_a_position_and_plays_a_person(tmp_path, capsys):
+    from rlrun.play import load_player, play
+    from rlrun.play import main as play_main
+
+    run_dir = tmp_path / "run"
+    train(tiny_config(run_dir, *TINY, "env=TicTacToe"))
+    assert play_main([str(run_dir), "--position", "1425"]) == 0  # X to move, cell 3 wins at once
+    out = capsys.readouterr().out
+    assert "agent's move: 3 " in out and "X X ." in out
+    game, agent, _ = load_player(str(run_dir), None, 8)
+    moves, lines = iter(["5", "5", "banana", "1", "9", "q"]), []
+    result = play(game, agent, human_first=True, read=lambda _: next(moves), write=lines.append)
+    text = "\n".join(lines)
+    assert "'5' is not a legal move here" in text and "'banana' is not a legal move here" in text
+    assert text.count("agent plays") >= 2 and result in (-1, 0, 1)
+    assert play_main([str(run_dir), "--position", "11"]) == 2
+    assert "--position: position '11': cell 1 is played twice" in capsys.readouterr().err
+    assert play_main([str(run_dir), "--position", "15293"]) == 2
+    assert "the game is already over" in capsys.readouterr().err
+    cartpole = tmp_path / "cartpole"
+    train(tiny_config(cartpole))
+    assert play_main([str(cartpole)]) == 2
+    assert "rlrun play is for the two-player board games" in capsys.readouterr().err
