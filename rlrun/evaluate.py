@@ -138,6 +138,7 @@ def evaluate_run(
     render: str | None = None,
     render_episodes: int = 1,
     opponent: str | None = None,
+    simulations: int | None = None,
 ) -> dict[str, Any]:
     """Score ``episodes`` episodes of a run's checkpoint (the latest, or ``checkpoint``: a step or a path).
 
@@ -146,7 +147,8 @@ def evaluate_run(
     ``render_episodes`` more episodes are played on one rendering env, from seeds ``seed``, ``seed + 1``, ...
     Seeds torch and numpy (as training does), so ``--stochastic`` results repeat too. A board game's run plays
     ``opponent`` (default: the run's ``env.opponent``), the agent first in every other game; the result then has
-    wins, draws, losses, a 95% interval of the score and the mistake rate on labelled positions.
+    wins, draws, losses, a 95% interval of the score and the mistake rate on labelled positions; ``simulations``
+    sets its search budget.
     Raises :class:`EvalError`, :class:`~rlrun.checkpoint.CheckpointError` or :class:`~rlrun.config.ConfigError`
     with a message for the user.
     """
@@ -160,6 +162,11 @@ def evaluate_run(
     game = is_game_id(cfg.env.id)
     if opponent is not None:
         cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, opponent=check_opponent(cfg, opponent)))
+    if simulations is not None:
+        if not game:
+            raise EvalError(f"--simulations {simulations} is for the board games' search (algo=alphazero); this "
+                            f"run is algo={cfg.algo.name} on {cfg.env.id}.")
+        cfg = dataclasses.replace(cfg, algo=dataclasses.replace(cfg.algo, eval_simulations=simulations))
 
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.torch_threads)
@@ -355,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="board games: who the agent plays, each colour in half the games: random, "
                              "alphabeta:<depth>, mcts:<simulations>, perfect (TicTacToe); default: the run's "
                              "env.opponent")
+    parser.add_argument("--simulations", type=_positive_int, metavar="N",
+                        help="board games: the agent's search simulations per move (default: the run's "
+                             "algo.eval_simulations, else algo.num_simulations)")
     parser.add_argument("--stochastic", action="store_true",
                         help="sample actions from the policy (DQN: epsilon-greedy with the epsilon of the training "
                              "schedule at the checkpoint's step) instead of taking the most likely one")
@@ -387,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                               seed=args.seed, checkpoint=args.checkpoint, device=args.device,
                               video=args.video or args.video_dir is not None,
                               video_dir=args.video_dir, render=args.render, render_episodes=args.render_episodes,
-                              opponent=args.opponent)
+                              opponent=args.opponent, simulations=args.simulations)
     except (EvalError, RenderError, CheckpointError, ConfigError) as err:
         print(f"rlrun: error: {err}", file=sys.stderr)
         return 2

@@ -32,8 +32,8 @@ def test_a_run_trains_logs_win_rates_and_resumes(tmp_path, env, rule):
                 "losses/policy_loss", "losses/value_loss", "charts/simulations_per_s", "charts/games_per_s",
                 "charts/episodic_length"):
         assert tag in tags, tag
-    if env == "TicTacToe":
-        assert {"eval/mistake_rate", "eval/mistake_rate_0_2"} <= set(tags)
+    buckets = "0_2" if env == "TicTacToe" else "14_20"
+    assert {"eval/mistake_rate", f"eval/mistake_rate_{buckets}"} <= set(tags)
     resumed = train(tiny_config(run_dir, *TINY, f"env={env}", f"algo.search={rule}", *extra,
                                 "total_steps=384", f"resume={run_dir}"))
     assert resumed["steps"] == 384 and resumed["segments"][0]["end_step"] == 256

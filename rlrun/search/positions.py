@@ -50,14 +50,31 @@ def labelled_positions(game: TensorGame) -> LabelledPositions | None:
     """The labelled positions of ``game`` (None for a game without them)."""
     if game.name == "TicTacToe":
         return tictactoe_positions()
+    if game.name == "ConnectFour":
+        return connect_four_positions()
     return None
+
+
+@functools.cache
+def connect_four_positions() -> LabelledPositions:
+    """The exact solver's 315 Connect Four positions (14 to 34 stones; each has a move that loses value), with
+    each column's outcome (:mod:`rlrun.search.mistakes`)."""
+    from rlrun.search.games import ConnectFour
+    from rlrun.search.mistakes import BUCKETS, load_positions
+    from rlrun.search.solver import outcome
+
+    game, rows = ConnectFour(), load_positions()
+    states = torch.cat([game.parse(row.position) for row in rows])
+    outcomes = torch.tensor([[ILLEGAL if v is None else outcome(v) for v in row.values] for row in rows],
+                            dtype=torch.int8)
+    return LabelledPositions(states, outcomes, list(BUCKETS))
 
 
 @functools.cache
 def tictactoe_positions() -> LabelledPositions:
     """Every tic-tac-toe position that can arise and is not over (4,520), with each move's solved outcome."""
     from rlrun.search.games import TicTacToe
-    from rlrun.search.opponents import BITS, solved_move_value, playable
+    from rlrun.search.opponents import BITS, playable, solved_move_value
 
     game, rules = TicTacToe(), BITS["TicTacToe"]
     seen: dict[bytes, torch.Tensor] = {}
