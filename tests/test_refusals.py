@@ -66,4 +66,4 @@ def test_resume_of_a_folder_that_does_not_exist_is_refused():
 def test_an_unknown_command_lists_the_commands():
     done = subprocess.run([sys.executable, "-m", "rlrun.cli", "bogus"], capture_output=True, text=True, check=False)
     assert done.returncode == 2
-    assert done.stderr.startswith("rlrun: unknown command 'bogus'; the commands are: train, plot, eval.")
+    assert done.stderr.startswith("rlrun: unknown command 'bogus'; the commands are: train, plot, eval, play.")
