@@ -50,6 +50,9 @@ class EnvConfig:
     opponent: str = "random"
     """Two-player games (TicTacToe, ConnectFour): who evaluation plays, the agent taking each colour in half the
     games: random, alphabeta:<depth>, mcts:<simulations> (random rollouts) or perfect (tic-tac-toe)."""
+    opening_moves: int = 0
+    """Two-player games: evaluation games start from this many uniformly random moves (0 to 4, none of which can
+    end a game), so that two deterministic players do not replay the same game."""
     # Atari (ale backend) preprocessing, each a switch.
     frame_skip: int = 4
     """Agent step = this many emulator frames (max-pooled over the last two)."""
@@ -81,6 +84,7 @@ class EnvConfig:
         check(self.noop_max >= 0, "env.noop_max", self.noop_max, "an integer >= 0")
         unit("env.repeat_action_probability", self.repeat_action_probability)
         check(self.num_threads >= 0, "env.num_threads", self.num_threads, "an integer >= 0")
+        check(0 <= self.opening_moves <= 4, "env.opening_moves", self.opening_moves, "an integer from 0 to 4")
 
 
 # --------------------------------------------------------------------------- run

@@ -139,6 +139,7 @@ def evaluate_run(
     render_episodes: int = 1,
     opponent: str | None = None,
     simulations: int | None = None,
+    opening_moves: int | None = None,
 ) -> dict[str, Any]:
     """Score ``episodes`` episodes of a run's checkpoint (the latest, or ``checkpoint``: a step or a path).
 
@@ -148,7 +149,7 @@ def evaluate_run(
     Seeds torch and numpy (as training does), so ``--stochastic`` results repeat too. A board game's run plays
     ``opponent`` (default: the run's ``env.opponent``), the agent first in every other game; the result then has
     wins, draws, losses, a 95% interval of the score and the mistake rate on labelled positions; ``simulations``
-    sets its search budget.
+    sets its search budget, ``opening_moves`` the random moves each game starts from.
     Raises :class:`EvalError`, :class:`~rlrun.checkpoint.CheckpointError` or :class:`~rlrun.config.ConfigError`
     with a message for the user.
     """
@@ -167,6 +168,10 @@ def evaluate_run(
             raise EvalError(f"--simulations {simulations} is for the board games' search (algo=alphazero); this "
                             f"run is algo={cfg.algo.name} on {cfg.env.id}.")
         cfg = dataclasses.replace(cfg, algo=dataclasses.replace(cfg.algo, eval_simulations=simulations))
+    if opening_moves is not None:
+        if not game or not 0 <= opening_moves <= 4:
+            raise EvalError(f"--opening-moves {opening_moves} is not accepted: board games only, from 0 to 4.")
+        cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, opening_moves=opening_moves))
 
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.torch_threads)
@@ -362,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="board games: who the agent plays, each colour in half the games: random, "
                              "alphabeta:<depth>, mcts:<simulations>, perfect (TicTacToe); default: the run's "
                              "env.opponent")
+    parser.add_argument("--opening-moves", type=int, metavar="K",
+                        help="board games: start each game from K random moves, 0-4 (default: the run's "
+                             "env.opening_moves)")
     parser.add_argument("--simulations", type=_positive_int, metavar="N",
                         help="board games: the agent's search simulations per move (default: the run's "
                              "algo.eval_simulations, else algo.num_simulations)")
@@ -397,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
                               seed=args.seed, checkpoint=args.checkpoint, device=args.device,
                               video=args.video or args.video_dir is not None,
                               video_dir=args.video_dir, render=args.render, render_episodes=args.render_episodes,
-                              opponent=args.opponent, simulations=args.simulations)
+                              opponent=args.opponent, simulations=args.simulations,
+                              opening_moves=args.opening_moves)
     except (EvalError, RenderError, CheckpointError, ConfigError) as err:
         print(f"rlrun: error: {err}", file=sys.stderr)
         return 2

@@ -116,3 +116,24 @@ def test_rlrun_play_answers_a_position_and_plays_a_person(tmp_path, capsys):
     train(tiny_config(cartpole))
     assert play_main([str(cartpole)]) == 2
     assert "rlrun play is for the two-player board games" in capsys.readouterr().err
+
+
+def test_versus_env_opens_with_random_moves_and_gives_the_agent_each_side():
+    import torch
+
+    from rlrun.envs.games import VersusEnv
+    from rlrun.search.games import ConnectFour
+    from rlrun.search.opponents import make_opponent
+
+    game = ConnectFour()
+    env = VersusEnv(game, 32, torch.device("cpu"), lambda seed: make_opponent("random", game, "cpu", seed),
+                    "random", opening_moves=2)
+    state = env.reset(seed=5)
+    stones = game.moves_played(state)
+    assert (stones[0::2] == 2).all() and (stones[1::2] == 3).all()  # the opponent has replied where it moves first
+    assert (game.to_play(state) == env.agent_player).all()  # the agent is to move everywhere
+    assert len({tuple(row.tolist()) for row in state[0::2]}) > 5  # openings vary
+    assert torch.equal(env.reset(seed=5), state)  # and repeat for a seed
+    plain = VersusEnv(game, 8, torch.device("cpu"), lambda seed: make_opponent("random", game, "cpu", seed), "random")
+    stones = game.moves_played(plain.reset(seed=1))
+    assert (stones[0::2] == 0).all() and (stones[1::2] == 1).all()  # the agent opens the even games

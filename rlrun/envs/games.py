@@ -23,6 +23,7 @@ import torch
 from rlrun.checks import ConfigError
 from rlrun.envs.base import EpisodeTracker, StepResult, VecEnv
 from rlrun.search.games import TensorGame
+from rlrun.search.opponents import RandomOpponent
 from rlrun.search.positions import labelled_positions, mistakes
 
 
@@ -70,13 +71,14 @@ class SelfPlayEnv(VecEnv):
 
 class VersusEnv(VecEnv):
     """``num_envs`` games of the agent against an opponent (anything with ``act(state) -> actions``), built by
-    ``make_opponent(seed)`` at every seeded reset so an evaluation repeats; the agent moves first in the even
-    envs."""
+    ``make_opponent(seed)`` at every seeded reset so an evaluation repeats. Each game starts from
+    ``opening_moves`` uniformly random moves (0: the empty board), so that two deterministic players do not
+    replay one game; the agent then plays the first side in the even envs, the second in the odd ones."""
 
     def __init__(self, game: TensorGame, num_envs: int, device: torch.device,
-                 make_opponent: Callable[[int], Any], name: str):
+                 make_opponent: Callable[[int], Any], name: str, opening_moves: int = 0):
         self.game, self.num_envs, self.device = game, num_envs, torch.device(device)
-        self.make_opponent, self.opponent_name = make_opponent, name
+        self.make_opponent, self.opponent_name, self.opening_moves = make_opponent, name, opening_moves
         self.single_observation_space, self.single_action_space = game_spaces(game)
         self.agent_player = torch.arange(num_envs, device=self.device) % 2
         self.tracker = EpisodeTracker(num_envs, self.device)
@@ -85,16 +87,20 @@ class VersusEnv(VecEnv):
         self.reset(seed=0)
 
     def opening(self, rows: torch.Tensor) -> torch.Tensor:
-        """Fresh games where ``rows`` (else the current ones); where the agent plays second, with the opponent's
-        first move made."""
+        """Fresh games where ``rows`` (else the current ones): the random opening moves, then the opponent's move
+        where the agent plays the other side."""
         fresh = self.game.initial(self.num_envs, self.device)
-        second = rows & (self.agent_player == 1)
-        fresh = self.game.step(fresh, self.opponent_moves(fresh, second))
+        for _ in range(self.opening_moves):
+            fresh = self.game.step(fresh, self.opener.act(fresh))
+        theirs = rows & (self.game.to_play(fresh) != self.agent_player)
+        replied = self.game.step(fresh, self.opponent_moves(fresh, theirs))
+        fresh = torch.where(theirs[:, None], replied, fresh)  # the others stay as they are (their move: 0)
         return torch.where(rows[:, None], fresh, self.state)
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
         if seed is not None:
             self.opponent = self.make_opponent(seed)
+            self.opener = RandomOpponent(self.game, self.device, seed + 1)
         self.tracker.reset()
         self.state = self.game.initial(self.num_envs, self.device)
         self.state = self.opening(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
@@ -147,4 +153,5 @@ def make_game_env(env_cfg: Any, num_envs: int, device: torch.device, *, training
         make_opponent(spec, game, device, 0)  # a bad spec is refused now, not at the first evaluation
     except ValueError as err:
         raise ConfigError(f"env.opponent={spec!r} is not accepted: {err}.") from None
-    return VersusEnv(game, num_envs, device, lambda seed: make_opponent(spec, game, device, seed), spec)
+    return VersusEnv(game, num_envs, device, lambda seed: make_opponent(spec, game, device, seed), spec,
+                     env_cfg.opening_moves)
