@@ -9,6 +9,7 @@ import pytest
 from conftest import tiny_config
 
 from rlrun.checks import ConfigError
+from rlrun.config import load
 from rlrun.evaluate import main as eval_main
 from rlrun.evaluate import wilson_interval
 from rlrun.plot import read_scalars
@@ -84,13 +85,27 @@ def test_alphazero_learns_to_never_lose_tictactoe(compose, tmp_path):
     # The shipped settings (algo=alphazero env=TicTacToe): evaluation plays the solved game, 20 games, so a return
     # of 0 means all 20 drawn; an untrained agent loses nearly all of them.
     cfg = compose("algo=alphazero", "env=TicTacToe", "seed=0", "total_steps=60000", "eval.every_steps=10000",
-                  "eval.episodes=20", "eval.stop_at_threshold=true", "progress=false", "device=cpu",
-                  f"run_dir={tmp_path / 'run'}")
+                  "eval.episodes=20", "progress=false", "device=cpu", f"run_dir={tmp_path / 'run'}")
     summary = train(cfg)
     print(summary)
     assert summary["steps_to_threshold"] is not None and summary["steps_to_threshold"] <= 60000, summary
-    mistakes = read_scalars(tmp_path / "run").Scalars("eval/mistake_rate")
-    assert mistakes[0].value > 0.2 and mistakes[-1].value < 0.05, [m.value for m in mistakes]
+    assert summary["final_eval_return"] == 0.0, summary  # still never loses at the end
+    # The openings (41 positions with 0-2 stones) are where search alone is not enough: the trained agent's
+    # search errs on few of them, the same search with the untrained network on many more.
+    mistakes = read_scalars(tmp_path / "run").Scalars("eval/mistake_rate_0_2")
+    assert mistakes[-1].value < 0.1, [m.value for m in mistakes]
+    import torch
+
+    from rlrun.algos.alphazero import AlphaZero
+    from rlrun.envs.games import game_spaces
+    from rlrun.search.games import TicTacToe
+    from rlrun.search.positions import mistakes as count_mistakes
+    from rlrun.search.positions import tictactoe_positions
+
+    game, positions = TicTacToe(), tictactoe_positions()
+    untrained = AlphaZero(load(cfg).algo, *game_spaces(game), torch.device("cpu"))
+    actions, _ = untrained.policy.act(positions.states, deterministic=True)
+    assert count_mistakes(game, positions, actions)["mistake_rate_0_2"] > 0.2
 
 
 def test_rlrun_play_answers_a_position_and_plays_a_person(tmp_path, capsys):
