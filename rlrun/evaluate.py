@@ -245,7 +245,7 @@ def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = p + z * z / (2 * n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     scale = 1 + z * z / n
-    return (centre - half) / scale, (centre + half) / scale
+    return max(0.0, (centre - half) / scale), min(1.0, (centre + half) / scale)  # exact 0 and 1 despite rounding
 
 
 def check_request(episodes: int, seed: int, video: bool, render: str | None, render_episodes: int) -> None:
