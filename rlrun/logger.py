@@ -70,12 +70,14 @@ class Logger:
         for name, value in rows:
             self.message(f"{name:<{width}}  {value}")
 
-    def evaluation(self, step: int, returns: list[float], best: float, sps: float, elapsed: float) -> None:
-        """One line per evaluation: step, mean +- std [min, max] of the episode returns, best so far, SPS, time."""
+    def evaluation(self, step: int, returns: list[float], best: float, sps: float, elapsed: float,
+                   notes: str = "") -> None:
+        """One line per evaluation: step, mean +- std [min, max] of the episode returns, best so far, SPS, time,
+        and ``notes`` (a board game's results against its opponent)."""
         mean = sum(returns) / len(returns)
         std = (sum((r - mean) ** 2 for r in returns) / len(returns)) ** 0.5
         self.message(f"step {step:>9,}  eval {mean:.1f} +- {std:.1f} [{min(returns):.1f}, {max(returns):.1f}]"
-                     f"  best {best:.1f}  {sps:,.0f} SPS  {clock(elapsed)}")
+                     f"  best {best:.1f}  {sps:,.0f} SPS  {clock(elapsed)}" + (f"  {notes}" if notes else ""))
 
     def closing(self, summary: dict[str, Any], run_dir: Path) -> None:
         """The closing summary: status, final and best evaluation, the threshold, steps and time, where to look."""

@@ -72,6 +72,21 @@ def evaluate(policy, env: VecEnv, seed: int, deterministic: bool = True) -> torc
     return returns.cpu()
 
 
+def evaluation_notes(extra: dict[str, float], last: dict[str, float]) -> str:
+    """The evaluation line's tail for a board game: results against the opponent, mistakes, search throughput."""
+    notes = []
+    for key, value in extra.items():
+        if key.startswith("eval/win_rate_"):
+            tag = key.removeprefix("eval/win_rate_")
+            notes.append(f"vs {tag.replace('_', ':')} W/D/L {value:.0%}/{extra[f'eval/draw_rate_{tag}']:.0%}/"
+                         f"{extra[f'eval/loss_rate_{tag}']:.0%}")
+    if "eval/mistake_rate" in extra:
+        notes.append(f"mistakes {extra['eval/mistake_rate']:.1%}")
+    if "charts/simulations_per_s" in last:
+        notes.append(f"{last['charts/simulations_per_s']:,.0f} sims/s")
+    return "  ".join(notes)
+
+
 class Run:
     """Everything about one run that is not the algorithm: counters, clocks, logging, evaluation, checkpoints.
 
@@ -100,6 +115,7 @@ class Run:
         self.eval_count = int(state.get("eval_count", 0))
         self.last_ckpt_step = self.step
         self.eval_seconds = 0.0
+        self.last_values: dict[str, float] = {}  # the last iteration's logged metrics
         self.t0 = self.last_ckpt_time = time.perf_counter()
         self._episodes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.kept: dict[str, Any] = {}  # the loop's data that goes into checkpoints (keep())
@@ -142,6 +158,7 @@ class Run:
         """After each iteration: log, stop on a diverged loss, evaluate and checkpoint as due; True means stop."""
         self.log_episodes()
         values = self.log_metrics(metrics)
+        self.last_values = values
         check_finite(values, self.step)
         if self.eval_due():
             self.run_eval()
@@ -207,7 +224,7 @@ class Run:
         if self.threshold is not None and self.steps_to_threshold is None and mean >= self.threshold:
             self.steps_to_threshold, self.seconds_to_threshold = self.step, round(self.train_seconds(), 3)
         self.logger.evaluation(self.step, returns.tolist(), self.best_eval_return, self.sps(),
-                               time.perf_counter() - self.t0)
+                               time.perf_counter() - self.t0, evaluation_notes(extra or {}, self.last_values))
         self.logger.scalars({"eval/return_mean": mean, "eval/return_std": float(returns.std(unbiased=False)),
                              "eval/return_min": float(returns.min()), "eval/return_max": float(returns.max()),
                              **(extra or {})},

@@ -33,6 +33,8 @@ def test_a_run_trains_logs_win_rates_and_resumes(tmp_path, env, rule):
                 "losses/policy_loss", "losses/value_loss", "charts/simulations_per_s", "charts/games_per_s",
                 "charts/episodic_length"):
         assert tag in tags, tag
+    log = (run_dir / "train.log").read_text()
+    assert f"vs {opponent.replace('_', ':')} W/D/L " in log and "mistakes " in log and " sims/s" in log
     buckets = "0_2" if env == "TicTacToe" else "14_20"
     assert {"eval/mistake_rate", f"eval/mistake_rate_{buckets}"} <= set(tags)
     resumed = train(tiny_config(run_dir, *TINY, f"env={env}", f"algo.search={rule}", *extra,
