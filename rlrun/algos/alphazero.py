@@ -34,27 +34,27 @@ class AlphaZeroConfig:
     """Algorithm name (set by the algo/ config file)."""
     gamma: float = 1.0
     """Games are scored by their outcome only: no discounting."""
-    search: str = "gumbel"
+    search: str = SearchConfig.rule
     """Root rule: puct (Dirichlet noise, visit-count targets) or gumbel (Gumbel-top-k, Sequential Halving,
     completed-Q targets)."""
-    num_simulations: int = 32
+    num_simulations: int = SearchConfig.num_simulations
     """Simulations per move in self-play."""
     eval_simulations: int | None = None
     """Simulations per move in evaluation (null: num_simulations)."""
-    c_puct: float = 1.25
+    c_puct: float = SearchConfig.c_puct
     """PUCT's exploration constant."""
-    dirichlet_alpha: float = 0.3
+    dirichlet_alpha: float = SearchConfig.dirichlet_alpha
     """puct: Dirichlet noise concentration at the root in self-play (AlphaZero: 0.3 chess, 0.03 Go)."""
-    dirichlet_fraction: float = 0.25
+    dirichlet_fraction: float = SearchConfig.dirichlet_fraction
     """puct: share of the root prior replaced by the noise."""
     temperature_moves: int = 4
     """puct: the first this many moves of a self-play game are sampled in proportion to the root's visits, later
     ones take the most visited (gumbel samples through its Gumbel noise instead)."""
-    max_considered: int = 16
+    max_considered: int = SearchConfig.max_considered
     """gumbel: root actions sampled for Sequential Halving."""
-    c_visit: float = 50.0
+    c_visit: float = SearchConfig.c_visit
     """gumbel: sigma's visit offset (mctx's default)."""
-    c_scale: float = 0.1
+    c_scale: float = SearchConfig.c_scale
     """gumbel: sigma's scale (mctx's default)."""
     network: str = "mlp"
     """mlp (hidden_sizes) or resnet (channels, blocks)."""

@@ -110,6 +110,8 @@ def improved_policy(logits: torch.Tensor, q_completed: torch.Tensor, visits: tor
 # ----------------------------------------------------------------- the search
 @dataclass
 class SearchConfig:
+    """The search's settings; AlphaZeroConfig (``algo.``) takes its defaults from here and documents them."""
+
     num_simulations: int = 32
     rule: str = "gumbel"
     c_puct: float = 1.25
@@ -117,7 +119,7 @@ class SearchConfig:
     dirichlet_fraction: float = 0.25
     max_considered: int = 16
     c_visit: float = 50.0
-    c_scale: float = 1.0
+    c_scale: float = 0.1
 
 
 @dataclass
