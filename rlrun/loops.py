@@ -191,7 +191,8 @@ def run_search(agent: Searching, env: VecEnv, obs: torch.Tensor, run: RunHooks) 
     """AlphaZero's self-play: every env's game moves by the agent's search; each finished game's positions go into
     a replay with the search policies and the outcome from each position's side to move; every
     ``moves_per_update`` moves, ``gradient_steps`` updates on sampled positions once the replay holds
-    ``learning_starts``. An env step is one move of one game. The replay goes into checkpoints with
+    ``learning_starts``; with ``algo.mirror`` each position is stored mirrored too. An env step is one move of
+    one game. The replay goes into checkpoints with
     ``checkpoint.replay=true``; games in progress at a checkpoint are not saved (a resumed run starts new ones).
     """
     from rlrun.search.selfplay import GameHistory, PositionReplay
@@ -211,6 +212,8 @@ def run_search(agent: Searching, env: VecEnv, obs: torch.Tensor, run: RunHooks) 
             run.record_episodes(info)
             states, policies, z = history.finish(terminated, info["final_obs"])
             replay.add(states, policies, z)
+            if cfg.mirror:
+                replay.add(*agent.game.mirror(states, policies), z)
             games += int(terminated.sum())
             moves += env.num_envs
             run.step += env.num_envs

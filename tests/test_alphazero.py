@@ -22,7 +22,7 @@ TINY = ("algo=alphazero", "algo.num_simulations=4", "algo.learning_starts=64", "
 @pytest.mark.parametrize(("env", "rule"), [("TicTacToe", "gumbel"), ("TicTacToe", "puct"),
                                            ("ConnectFour", "gumbel")])
 def test_a_run_trains_logs_win_rates_and_resumes(tmp_path, env, rule):
-    extra = ("algo.network=resnet", "algo.blocks=1", "algo.channels=8") if env == "ConnectFour" else ()
+    extra = ("algo.network=resnet", "algo.blocks=1", "algo.channels=8", "algo.mirror=true") if env == "ConnectFour" else ()
     run_dir = tmp_path / "run"
     summary = train(tiny_config(run_dir, *TINY, f"env={env}", f"algo.search={rule}", *extra))
     assert summary["status"] == "completed" and summary["steps"] == 256

@@ -326,3 +326,17 @@ def test_tictactoe_occupied_cell_raises():
 def test_tictactoe_parse_refusals(position, where):
     with pytest.raises(ValueError, match=re.escape(f"position {position!r}: {where}")):
         TicTacToe().parse(position)
+
+
+def test_mirror_is_the_position_played_in_mirrored_moves():
+    import torch
+
+    from rlrun.search.games import ConnectFour, TicTacToe
+
+    c4, ttt = ConnectFour(), TicTacToe()
+    state, policy = c4.mirror(c4.parse("4453217"), torch.arange(7.0)[None])
+    assert torch.equal(state, c4.parse("4435671")) and policy.tolist() == [[6, 5, 4, 3, 2, 1, 0]]
+    cell = {1: 3, 2: 2, 3: 1, 4: 6, 5: 5, 6: 4, 7: 9, 8: 8, 9: 7}  # columns of the 3x3 board reversed
+    state, policy = ttt.mirror(ttt.parse("1524"), torch.arange(9.0)[None])
+    assert torch.equal(state, ttt.parse("".join(str(cell[int(c)]) for c in "1524")))
+    assert policy.tolist() == [[2, 1, 0, 5, 4, 3, 8, 7, 6]]

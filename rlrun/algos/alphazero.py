@@ -75,6 +75,9 @@ class AlphaZeroConfig:
     """Self-play moves (of every env) between training phases."""
     gradient_steps: int = 1
     """Gradient steps per training phase."""
+    mirror: bool = False
+    """Also store each finished game's positions mirrored left-right (with their policies mirrored): the games
+    are symmetric under it, so this doubles the data for free."""
     log_every: int = 1000
     """Env steps (moves, all envs together) between logged iterations."""
 

@@ -66,6 +66,16 @@ class TensorGame(abc.ABC):
         """Stones on the board [N] (int64)."""
         return (self.board(state) != 0).sum(dim=(1, 2))
 
+    def mirror(self, state: torch.Tensor, policy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The left-right mirror image of positions [N, D] and of move distributions over them [N, A] (both games
+        are symmetric under it). The cells come first in a state row; a move is a cell (rows * cols actions) or a
+        column (cols actions)."""
+        cells = self.rows * self.cols
+        flipped = torch.arange(cells, device=state.device).view(self.rows, self.cols).flip(1).flatten()
+        order = torch.cat([flipped, torch.arange(cells, state.shape[1], device=state.device)])
+        moves = flipped if self.num_actions == cells else torch.arange(self.cols - 1, -1, -1, device=state.device)
+        return state[:, order], policy[:, moves]
+
     @abc.abstractmethod
     def board(self, state: torch.Tensor) -> torch.Tensor:
         """The board [N, rows, cols] int8: 1 for player 0's stones, -1 for player 1's, 0 empty."""
