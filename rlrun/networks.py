@@ -37,32 +37,46 @@ def layer_init(layer: nn.Linear | nn.Conv2d, std: float = math.sqrt(2), ortho: b
 
 def mlp(
     in_dim: int, hidden_sizes: list[int], out_dim: int, activation: str = "tanh",
-    out_std: float = 1.0, ortho: bool = True, fused: bool = False,
+    out_std: float = 1.0, ortho: bool = True, fused: bool = False, layer_norm: bool = False,
 ) -> nn.Sequential:
     """``in_dim -> hidden_sizes... -> out_dim`` with ``activation`` between layers, none after the last.
 
     ``fused``: the same layers as a :class:`rlrun.fused.FusedMLP` (one autograd node; ``algo.fused=true``).
+    ``layer_norm``: ``nn.LayerNorm`` after each hidden Linear, before its activation (PQN's Q-network).
     """
+    if fused and layer_norm:
+        raise ValueError("the fused MLP has no LayerNorm: build it with fused=False")
     layers: list[nn.Module] = []
     last = in_dim
     for size in hidden_sizes:
-        layers += [layer_init(nn.Linear(last, size), math.sqrt(2), ortho), ACTIVATIONS[activation]()]
+        layers.append(layer_init(nn.Linear(last, size), math.sqrt(2), ortho))
+        if layer_norm:
+            layers.append(nn.LayerNorm(size))
+        layers.append(ACTIVATIONS[activation]())
         last = size
     layers.append(layer_init(nn.Linear(last, out_dim), out_std, ortho))
     return fused_mlp(layers, activation) if fused else nn.Sequential(*layers)
 
 
 class NatureCNN(nn.Module):
-    """Mnih et al. 2015: three conv layers and a 512-unit layer over uint8 frames [B, C, 84, 84]."""
+    """Mnih et al. 2015: three conv layers and a 512-unit layer over uint8 frames [B, C, 84, 84].
 
-    def __init__(self, in_channels: int, ortho: bool = True):
+    ``layer_norm``: ``nn.LayerNorm`` over each layer's whole output ([C, H, W] for a conv layer) before its ReLU,
+    as PQN's Atari network (Gallici et al. 2024) has it.
+    """
+
+    def __init__(self, in_channels: int, ortho: bool = True, layer_norm: bool = False):
         super().__init__()
+
+        def block(layer: nn.Module, shape: tuple[int, ...]) -> list[nn.Module]:
+            return [layer_init(layer, math.sqrt(2), ortho), *([nn.LayerNorm(shape)] if layer_norm else []), nn.ReLU()]
+
         self.net = nn.Sequential(
-            layer_init(nn.Conv2d(in_channels, 32, 8, stride=4), math.sqrt(2), ortho), nn.ReLU(),
-            layer_init(nn.Conv2d(32, 64, 4, stride=2), math.sqrt(2), ortho), nn.ReLU(),
-            layer_init(nn.Conv2d(64, 64, 3, stride=1), math.sqrt(2), ortho), nn.ReLU(),
+            *block(nn.Conv2d(in_channels, 32, 8, stride=4), (32, 20, 20)),
+            *block(nn.Conv2d(32, 64, 4, stride=2), (64, 9, 9)),
+            *block(nn.Conv2d(64, 64, 3, stride=1), (64, 7, 7)),
             nn.Flatten(),
-            layer_init(nn.Linear(64 * 7 * 7, 512), math.sqrt(2), ortho), nn.ReLU(),
+            *block(nn.Linear(64 * 7 * 7, 512), (512,)),
         )
         self.out_dim = 512
 

@@ -18,8 +18,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlrun.algos import ALGOS
 from rlrun.algos.alphazero import AlphaZeroConfig
-from rlrun.algos.base import OnPolicyConfig
 from rlrun.config import TrainConfig
 from rlrun.envs import is_game_id, resolve_backend
 from rlrun.envs.games import GameSpace
@@ -70,7 +70,7 @@ def estimate(cfg: TrainConfig, space: gym.Space) -> list[Need]:
     algo, n = cfg.algo, cfg.env.num_envs
     obs = _obs_bytes(space)
     needs = []
-    if isinstance(algo, OnPolicyConfig):
+    if ALGOS[algo.name].loop == "on_policy":  # the policy-gradient family and PQN
         hidden = max(algo.hidden_sizes)
         per_step = 2 * obs + 8 + 4 + 4 + 2  # obs and next obs, action, log-prob, reward, terminated, truncated
         per_step += 4 * 4 + 2 * 4 * hidden  # values, next values, advantages, returns; the value pass's activations

@@ -37,6 +37,34 @@ def gae(
     return advantages
 
 
+def q_lambda_return(
+    rewards: torch.Tensor, next_values: torch.Tensor, terminated: torch.Tensor, truncated: torch.Tensor,
+    gamma: float, lam: float,
+) -> torch.Tensor:
+    """Peng's Q(lambda) return as PQN uses it (Gallici et al. 2024), computed backwards over a rollout:
+
+        G_t = r_t + gamma * (1 - terminated_t) * ( max_a Q(s_{t+1}, a)                              if done_t or t = T - 1
+                                                   (1 - lam) max_a Q(s_{t+1}, a) + lam G_{t+1}       otherwise )
+
+    ``next_values[t]`` is max_a Q(s_{t+1}, a) of the state reached by step t: the env's final
+    observation where the episode ended at t (so a time-limit truncation bootstraps from it), the
+    next rollout observation otherwise. done_t = terminated_t or truncated_t: the recursion never
+    carries G_{t+1} across an episode boundary, and a terminated step never bootstraps (G_t = r_t).
+    The last row bootstraps from max_a Q(s_T, a). All inputs are [T, N]; returns G [T, N].
+    lam=0 gives the one-step Q-learning target r_t + gamma max_a Q(s_{t+1}, a); lam=1 the
+    discounted reward-to-go bootstrapped at episode and rollout ends (:func:`reward_to_go`).
+    """
+    not_term = 1.0 - terminated.to(rewards.dtype)  # [T, N]
+    done = terminated | truncated  # [T, N]
+    out = torch.empty_like(rewards)
+    running = next_values[-1]  # [N]: G after the last row is its bootstrap, max_a Q(s_T, a)
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        mixed = torch.where(done[t], next_values[t], (1.0 - lam) * next_values[t] + lam * running)  # [N]
+        running = rewards[t] + gamma * not_term[t] * mixed
+        out[t] = running
+    return out
+
+
 def reward_to_go(
     rewards: torch.Tensor, bootstrap: torch.Tensor, terminated: torch.Tensor, truncated: torch.Tensor,
     gamma: float,

@@ -1,15 +1,20 @@
 """The lecture's DQN ablation on CartPole as one Hydra multirun, then a table of the results.
 
-    python scripts/ablate_dqn.py                       # 11 variants x seeds 0,1,2, 100k steps each
+    python scripts/ablate_dqn.py                       # 14 variants x seeds 0,1,2, 100k steps each
     python scripts/ablate_dqn.py --seeds 0 --steps 30000 --variants naive dqn rainbow
+    python scripts/ablate_dqn.py --variants naive replay target dqn rainbow many_envs many_envs_ln pqn
     python scripts/ablate_dqn.py hydra/launcher=joblib hydra.launcher.n_jobs=2   # 2 jobs at a time (~25 min, 2 cores)
 
 Variants: naive online Q-learning (no replay, no target network), +replay, +target network, dqn
-(both), dqn plus each Rainbow component alone, and all six (rainbow). Each variant is a small
-config file (``# @package _global_``) written to a temporary folder that the sweep adds to Hydra's
-search path, so the whole study is one `rlrun train -m +ablation=...,... seed=...` command whose
-jobs land in one sweep folder (compare them with `tensorboard --logdir <that folder>`).
-Every variant starts from algo=dqn env=CartPole (preset/dqn_CartPole.yaml).
+(both), dqn plus each Rainbow component alone, and all six (rainbow); then PQN's answer to the same
+problems, switch by switch: naive Q-learning on many envs (algo=pqn without LayerNorm and with
+lambda = 0: one-step targets from the online network, no replay, no target network), + LayerNorm,
++ Q(lambda) returns (= pqn). Each variant is a small config file (``# @package _global_``, which also
+picks its algorithm) written to a temporary folder that the sweep adds to Hydra's search path, so the
+whole study is one `rlrun train -m +ablation=...,... seed=...` command whose jobs land in one sweep
+folder (compare them with `tensorboard --logdir <that folder>`). The DQN variants start from algo=dqn
+env=CartPole (preset/dqn_CartPole.yaml), the PQN ones from algo=pqn env=CartPole
+(preset/pqn_CartPole.yaml); every variant evaluates every 5k steps (the DQN preset's interval).
 """
 
 from __future__ import annotations
@@ -38,14 +43,22 @@ VARIANTS: dict[str, dict] = {
     "noisy": NO_EPSILON,
     "rainbow": {"double": True, "prioritized": True, "per_alpha": 0.5, "dueling": True, "n_step": 3,
                 **C51_CARTPOLE, **NO_EPSILON, "adam_eps": 1.5e-4},
+    # PQN (algo=pqn): many envs instead of replay, LayerNorm instead of a target network, Q(lambda)
+    "many_envs": {"layer_norm": False, "q_lambda": 0.0},
+    "many_envs_ln": {"q_lambda": 0.0},
+    "pqn": {},
 }
+PQN_VARIANTS = ("many_envs", "many_envs_ln", "pqn")
+EVAL_EVERY = 5000  # preset/dqn_CartPole.yaml's; the PQN preset's 2000 would give its variants a finer grid
 
 
 def write_variants(folder: Path, names: list[str]) -> None:
     group = folder / "ablation"
     group.mkdir(parents=True)
     for name in names:
-        lines = ["# @package _global_", "algo:"] + [f"  {k}: {json.dumps(v)}" for k, v in VARIANTS[name].items()]
+        algo = "pqn" if name in PQN_VARIANTS else "dqn"
+        lines = ["# @package _global_", "defaults:", f"  - override /algo: {algo}", "algo:"]
+        lines += [f"  {k}: {json.dumps(v)}" for k, v in VARIANTS[name].items()]
         if not VARIANTS[name]:
             lines[-1] = "algo: {}"
         (group / f"{name}.yaml").write_text("\n".join(lines) + "\n")
@@ -80,7 +93,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         write_variants(Path(tmp), args.variants)
-        cmd = [sys.executable, "-m", "rlrun.cli", "train", "-m", "algo=dqn", "env=CartPole",
+        # no algo= here: a command-line choice would win over each variant's `override /algo`
+        cmd = [sys.executable, "-m", "rlrun.cli", "train", "-m", "env=CartPole", f"eval.every_steps={EVAL_EVERY}",
                f"hydra.searchpath=[file://{tmp}]", f"+ablation={','.join(args.variants)}",
                f"seed={','.join(args.seeds)}", f"total_steps={args.steps}", "progress=false",
                f"hydra.sweep.dir={args.out}", *args.extra]

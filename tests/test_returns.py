@@ -1,10 +1,10 @@
-"""rlrun.returns.gae against hand-computed advantages and its two limits (lam=1, lam=0)."""
+"""rlrun.returns.gae and q_lambda_return against hand-computed values and their two limits (lam=1, lam=0)."""
 
 from __future__ import annotations
 
 import torch
 
-from rlrun.returns import gae
+from rlrun.returns import gae, q_lambda_return, reward_to_go
 
 F64 = torch.float64
 
@@ -115,3 +115,51 @@ def test_gae_float32_inputs_stay_float32():
                                                            for x in _random_rollout(seed=2))
     adv = gae(rewards, values, next_values, terminated, truncated, 0.99, 0.95)
     assert adv.dtype == torch.float32 and adv.shape == rewards.shape
+
+
+# ----------------------------------------------------------------- Q(lambda) (PQN)
+def test_q_lambda_hand_computed_termination_and_truncation():
+    # T=4 steps, N=2 envs, gamma=0.9, lam=0.5. next_values[t] = max_a Q(s_{t+1}, a), from the final
+    # observation where the episode ended. env 0 terminates at t=1, env 1 is truncated at t=2.
+    gamma, lam = 0.9, 0.5
+    rewards = _t([[1.0, 0.0], [2.0, 1.0], [0.0, 2.0], [1.0, 1.0]])  # [T, N]
+    next_values = _t([[2.0, 4.0], [10.0, 6.0], [3.0, 8.0], [4.0, 2.0]])  # [T, N]
+    terminated = torch.tensor([[False, False], [True, False], [False, False], [False, False]])
+    truncated = torch.tensor([[False, False], [False, False], [False, True], [False, False]])
+
+    # env 0 (terminated at t=1):
+    #   G_3 = 1 + 0.9 * 4.0                         = 4.6    (window end: bootstrap max Q(s_4))
+    #   G_2 = 0 + 0.9 * (0.5 * 3.0 + 0.5 * 4.6)     = 3.42
+    #   G_1 = 2                                              (terminal: max Q = 10 is ignored, G_2 is not carried)
+    #   G_0 = 1 + 0.9 * (0.5 * 2.0 + 0.5 * 2.0)     = 2.8
+    # env 1 (truncated at t=2):
+    #   G_3 = 1 + 0.9 * 2.0                         = 2.8
+    #   G_2 = 2 + 0.9 * 8.0                         = 9.2    (time limit: bootstrap from the final obs, no G_3)
+    #   G_1 = 1 + 0.9 * (0.5 * 6.0 + 0.5 * 9.2)     = 7.84
+    #   G_0 = 0 + 0.9 * (0.5 * 4.0 + 0.5 * 7.84)    = 5.328
+    expected = _t([[2.8, 5.328], [2.0, 7.84], [3.42, 9.2], [4.6, 2.8]])
+
+    g = q_lambda_return(rewards, next_values, terminated, truncated, gamma, lam)
+    assert g.shape == (4, 2) and g.dtype == F64
+    torch.testing.assert_close(g, expected, rtol=0, atol=1e-12)
+
+    # Treating the truncation as a termination would drop the 0.9 * 8.0 bootstrap: G_2 = 2.
+    as_terminal = q_lambda_return(rewards, next_values, terminated | truncated, torch.zeros_like(truncated),
+                                  gamma, lam)
+    assert as_terminal[2, 1].item() == 2.0
+
+
+def test_q_lambda_zero_is_the_one_step_q_learning_target():
+    rewards, _, next_values, terminated, truncated = _random_rollout(seed=3)
+    gamma = 0.95
+    g = q_lambda_return(rewards, next_values, terminated, truncated, gamma, 0.0)
+    torch.testing.assert_close(g, rewards + gamma * (~terminated).to(F64) * next_values, rtol=0, atol=1e-12)
+
+
+def test_q_lambda_one_is_the_bootstrapped_reward_to_go():
+    rewards, _, next_values, terminated, truncated = _random_rollout(seed=4)
+    assert terminated.any() and truncated.any()
+    g = q_lambda_return(rewards, next_values, terminated, truncated, 0.9, 1.0)
+    torch.testing.assert_close(g, reward_to_go(rewards, next_values, terminated, truncated, 0.9), rtol=0, atol=1e-12)
+    torch.testing.assert_close(g, _monte_carlo_returns(rewards, next_values, terminated, truncated, 0.9),
+                               rtol=0, atol=1e-10)

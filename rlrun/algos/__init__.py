@@ -5,10 +5,11 @@ from rlrun.algos.alphazero import AlphaZero
 from rlrun.algos.dqn import DQN
 from rlrun.algos.npg import NPG
 from rlrun.algos.ppo import PPO
+from rlrun.algos.pqn import PQN
 from rlrun.algos.trpo import TRPO
 from rlrun.algos.vpg import VPG
 
 ALGOS = {"ppo": PPO, "vpg": VPG, "a2c": A2C, "npg": NPG, "trpo": TRPO, "dqn": DQN, "rainbow": DQN,
-         "alphazero": AlphaZero}
+         "pqn": PQN, "alphazero": AlphaZero}
 
-__all__ = ["A2C", "ALGOS", "DQN", "NPG", "PPO", "TRPO", "VPG", "AlphaZero"]
+__all__ = ["A2C", "ALGOS", "DQN", "NPG", "PPO", "PQN", "TRPO", "VPG", "AlphaZero"]
