@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import gymnasium as gym
 import pytest
@@ -33,22 +34,64 @@ def batch(P: int | None, B: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
             "advantages": torch.randn(*lead, generator=g), "returns": torch.randn(*lead, generator=g)}
 
 
-def test_stacked_adam_is_torch_adam_per_member():
-    """Two members with different learning rates and epsilons follow torch.optim.Adam each."""
+@pytest.mark.parametrize("name", ["adam", "radam"])
+def test_stacked_adam_and_radam_are_torch_optimisers_per_member(name):
+    """Members with different learning rates and epsilons follow torch.optim.Adam (RAdam: foreach, as PQN builds it,
+    through its unrectified first steps, rho_t <= 5, into the rectified ones) each, moments in its layout; a frozen
+    member (lr 0) does not move."""
+    from rlrun.population.stacked import StackedRAdam
+
+    stacked_cls, torch_cls = (StackedAdam, torch.optim.Adam) if name == "adam" else (StackedRAdam, torch.optim.RAdam)
     torch.manual_seed(0)
-    start = torch.randn(2, 5)
-    lr, eps = torch.tensor([1e-2, 3e-3]), torch.tensor([1e-8, 1e-5])
-    stacked = StackedAdam(start.clone(), lr, eps)
+    start = torch.randn(3, 5)
+    lr, eps = torch.tensor([1e-2, 3e-3, 0.0]), torch.tensor([1e-8, 1e-5, 1e-8])
+    stacked = stacked_cls(start.clone(), lr, eps)
     singles = [torch.nn.Parameter(start[p].clone()) for p in range(2)]
-    optims = [torch.optim.Adam([singles[p]], lr=float(lr[p]), eps=float(eps[p])) for p in range(2)]
-    for _ in range(5):
-        grad = torch.randn(2, 5)
+    optims = [torch_cls([singles[p]], lr=float(lr[p]), eps=float(eps[p]), foreach=True) for p in range(2)]
+    for _ in range(8):
+        grad = torch.randn(3, 5)
         stacked.step(grad)
         for p in range(2):
             singles[p].grad = grad[p].clone()
             optims[p].step()
     for p in range(2):
         torch.testing.assert_close(stacked.param[p], singles[p].detach(), rtol=1e-6, atol=1e-7)
+        state = optims[p].state[singles[p]]
+        for key, value in stacked.member_state(p).items():
+            torch.testing.assert_close(value, state[key].reshape(value.shape))
+    assert torch.equal(stacked.param[2], start[2])
+
+
+def test_stacked_layer_norm_q_network_is_each_members_network():
+    """PQN's Q-network (Linear, LayerNorm, ReLU) stacked: each member's Q-values and gradients are its own
+    network's, with LayerNorm scales and shifts that differ between members."""
+    from rlrun.algos.pqn import pqn_network
+    from rlrun.networks import QNetwork
+    from rlrun.population.stacked import StackedQNetwork
+
+    torch.manual_seed(0)
+    nets = [pqn_network(OBS, 3, [16, 8], layer_norm=True, ortho=True) for _ in range(3)]
+    for net in nets:  # LayerNorm starts at scale 1, shift 0: make them differ between members
+        for module in net.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                torch.nn.init.normal_(module.weight)
+                torch.nn.init.normal_(module.bias)
+    stacked = StackedQNetwork(nets)
+    assert stacked.norms is not None and all(norm is not None for norm in stacked.norms)
+    obs = torch.randn(3, 20, 4)
+    q = stacked.q_values(obs)  # [P, B, A]
+    q.pow(2).sum().backward()
+    for p, net in enumerate(nets):
+        single = net(obs[p])
+        torch.testing.assert_close(q[p], single, rtol=1e-5, atol=1e-6)
+        single.pow(2).sum().backward()
+        grads = {name: param.grad for name, param in net.named_parameters()}
+        for name, (a, b) in stacked.columns.items():
+            torch.testing.assert_close(stacked.flat.grad[p, a:b], grads[name].reshape(-1), rtol=1e-5, atol=1e-6)
+    # DQN's networks: one hidden layer (an empty trunk) stacks without LayerNorm; noisy layers are refused
+    assert len(StackedQNetwork([QNetwork(OBS, 2, [32])]).layers) == 2
+    with pytest.raises(ValueError, match="NoisyLinear"):
+        StackedQNetwork([QNetwork(OBS, 2, [32], noisy=True)])
 
 
 def test_clip_member_grads_by_hand():
@@ -106,28 +149,98 @@ def test_one_member_updates_as_its_single_run(algo):
         torch.testing.assert_close(pop_metrics["charts/step_size"][0], single_step, rtol=1e-3, atol=1e-6)
 
 
-def test_members_never_mix():
-    """Member 0's parameters after several updates do not depend on member 1's learning rate (bitwise), and a
-    frozen member (one that stopped) does not move."""
+@pytest.mark.parametrize("algo", ["ppo", "pqn"])
+def test_members_never_mix(algo):
+    """Member 0's parameters after several updates do not depend on member 1's learning rate (PQN: nor on its
+    gamma, lambda and epsilon, through acting and targets too) (bitwise), and a frozen member (one that stopped)
+    does not move."""
+    from rlrun.algos.pqn import PQNConfig
+    from rlrun.population.algos import PopulationPQN
+
     results = []
     for lr, freeze in ((1e-6, True), (1e-1, False)):
         torch.manual_seed(0)
-        cfgs = [PPOConfig(lr=3e-4, update_epochs=2, minibatch_size=32), PPOConfig(lr=lr, update_epochs=2,
-                                                                                 minibatch_size=32)]
-        population = PopulationPPO(cfgs, OBS, ACT, CPU)
-        start = population.policy.member(1)
+        if algo == "ppo":
+            cfgs = [PPOConfig(lr=3e-4, update_epochs=2, minibatch_size=32),
+                    PPOConfig(lr=lr, update_epochs=2, minibatch_size=32)]
+            population = PopulationPPO(cfgs, OBS, ACT, CPU)
+        else:
+            common = {"hidden_sizes": [16, 16], "update_epochs": 2, "minibatch_size": 8}
+            other = {"gamma": 0.5, "q_lambda": 0.0, "eps_start": 0.1} if freeze else \
+                {"gamma": 0.99, "q_lambda": 1.0, "eps_start": 1.0}
+            cfgs = [PQNConfig(lr=1e-3, **common), PQNConfig(lr=lr, **other, **common)]
+            population = PopulationPQN(cfgs, OBS, ACT, CPU)
+        net = population.policy if algo == "ppo" else population.stacked_net
+        start = net.member(1)
         if freeze:
             population.freeze(1)
         torch.manual_seed(5)
         for i in range(3):
-            population.set_progress(0.0)
-            population.update(batch(2, seed=i))
-        results.append((population.policy.member(0), population.policy.member(1), start))
+            population.set_progress(i / 10)
+            if algo == "ppo":
+                population.update(batch(2, seed=i))
+            else:
+                buffer = rollout(4, 2 * 3, seed=i)  # 2 members x 3 envs
+                population.policy.act(buffer.obs[0])
+                population.update(population.targets(buffer))
+        results.append((net.member(0), net.member(1), start))
     (first0, frozen1, start1), (second0, moved1, _) = results
     for name in first0:
         assert torch.equal(first0[name], second0[name]), name
         assert torch.equal(frozen1[name], start1[name]), name
     assert any(not torch.equal(moved1[n], start1[n]) for n in moved1)
+
+
+def rollout(T: int, N: int, seed: int = 0):
+    """A fake rollout storage [T, N] with terminations and time-limit truncations (what PQN.targets reads)."""
+    g = torch.Generator().manual_seed(seed)
+    return SimpleNamespace(obs=torch.randn(T, N, 4, generator=g), next_obs=torch.randn(T, N, 4, generator=g),
+                           actions=torch.randint(0, 2, (T, N), generator=g), rewards=torch.randn(T, N, generator=g),
+                           terminated=torch.rand(T, N, generator=g) < 0.1,
+                           truncated=torch.rand(T, N, generator=g) < 0.1)
+
+
+@pytest.mark.parametrize("optimizer,layer_norm", [("radam", True), ("adam", True), ("radam", False)])
+def test_one_pqn_member_updates_as_its_single_run(optimizer, layer_norm):
+    """PQN (LayerNorm, RAdam or Adam, clipping, annealed lr, several epochs of shuffled minibatches): a population of
+    one acts, computes Q(lambda) targets, updates and checkpoints as the single run (the same shuffles: the single
+    run's torch.randperm stands in for the member's own draw)."""
+    from rlrun.algos.pqn import PQN, PQNConfig
+    from rlrun.population.algos import PopulationPQN
+
+    cfg = PQNConfig(optimizer=optimizer, layer_norm=layer_norm, hidden_sizes=[32, 16], lr=1e-3, gamma=0.9,
+                    q_lambda=0.7, update_epochs=2, minibatch_size=16, max_grad_norm=0.5, eps_fraction=0.5)
+    torch.manual_seed(3)
+    single = PQN(cfg, OBS, ACT, CPU)
+    torch.manual_seed(3)
+    population = PopulationPQN([cfg], OBS, ACT, CPU)
+    population.shuffle = lambda size: torch.randperm(size).unsqueeze(0)  # [1, size]: the single run's order
+    torch.testing.assert_close(population.stacked_net.member(0), single.policy.net.state_dict())
+    for i in range(8):  # RAdam's first 5 steps are unrectified, the rest rectified
+        single_schedule, pop_schedule = single.set_progress(i / 10), population.set_progress(i / 10)
+        for key, value in single_schedule.items():
+            torch.testing.assert_close(pop_schedule[key], torch.tensor([value]))
+        buffer = rollout(4, 4, seed=i)
+        torch.manual_seed(i)
+        single_action, _ = single.policy.act(buffer.obs[0])
+        torch.manual_seed(i)
+        pop_action, _ = population.policy.act(buffer.obs[0])
+        assert torch.equal(pop_action, single_action)
+        single_batch, pop_batch = single.targets(buffer), population.targets(buffer)
+        torch.testing.assert_close(pop_batch["returns"][0], single_batch["returns"], rtol=1e-5, atol=1e-6)
+        torch.manual_seed(i)
+        single_metrics = single.update(single_batch)
+        torch.manual_seed(i)
+        pop_metrics = population.update(pop_batch)
+        for key, value in single_metrics.items():
+            torch.testing.assert_close(pop_metrics[key][0], value, rtol=1e-4, atol=1e-5)
+    state, expected = population.member_state_dict(0), single.state_dict()
+    for name, value in expected["policy"].items():
+        torch.testing.assert_close(state["policy"][name], value, rtol=1e-4, atol=1e-5)
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(expected["optimizer"]["param_groups"][0]["lr"])
+    for index, entry in expected["optimizer"]["state"].items():
+        for key, value in entry.items():
+            torch.testing.assert_close(state["optimizer"]["state"][index][key], value, rtol=1e-4, atol=1e-6)
 
 
 def test_group_key_batches_only_shape_free_values(tmp_path):
@@ -145,6 +258,11 @@ def test_group_key_batches_only_shape_free_values(tmp_path):
     assert group_key(dqn[0]) == group_key(dqn[1]) != group_key(dqn[2])  # DQN's replay holds one gamma
     episodes = tiny_config(tmp_path / "e", "algo=vpg")
     assert group_key(episodes) is None and "batch_mode" in why_not_batchable(episodes)
+    pqn = [tiny_config(tmp_path / "f", "algo=pqn", *extra) for extra in (
+        (), ("seed=1", "algo.lr=1e-4", "algo.gamma=0.9", "algo.q_lambda=0.3", "algo.eps_start=0.5", "algo.eps_end=0.1",
+             "algo.max_grad_norm=null"), ("algo.optimizer=adam",), ("algo.eps_fraction=0.3",))]
+    assert group_key(pqn[0]) == group_key(pqn[1])  # Q(lambda) per rollout: gamma and lambda per member
+    assert group_key(pqn[0]) != group_key(pqn[2]) and group_key(pqn[0]) != group_key(pqn[3])
 
 
 def members(tmp_path, *per_member: list[str], common: tuple[str, ...] = ()) -> list:
@@ -155,7 +273,8 @@ ALGO_SETTINGS = {"ppo": ("algo=ppo",), "a2c": ("algo=a2c", "algo.num_steps=32"),
                  "vpg": ("algo=vpg", "algo.batch_mode=steps", "algo.num_steps=32"),
                  "trpo": ("algo=trpo", "algo.num_steps=64"),
                  "dqn": ("algo=dqn", "algo.learning_starts=256", "algo.double=true", "algo.n_step=3",
-                         "algo.target_update_interval=256")}
+                         "algo.target_update_interval=256"),
+                 "pqn": ("algo=pqn", "algo.num_steps=16", "algo.update_epochs=2")}
 
 
 @pytest.mark.parametrize("algo", sorted(ALGO_SETTINGS))

@@ -1,4 +1,5 @@
-"""PPO and A2C for P members at once: the single-run algorithms with the stacked network and optimiser.
+"""PPO, A2C, VPG, NPG, TRPO, DQN and PQN for P members at once: the single-run algorithms with the stacked
+network and optimiser.
 
 Each class subclasses the single-run algorithm and keeps its loss and its update: the formulas in
 :mod:`rlrun.losses` and :mod:`rlrun.algos.ppo` take means over the samples' (last) dimension, so on the
@@ -24,18 +25,21 @@ from rlrun.algos.base import OffPolicyUpdate
 from rlrun.algos.dqn import DQN, epsilon_greedy, linear_schedule
 from rlrun.algos.npg import NPG
 from rlrun.algos.ppo import PPO
+from rlrun.algos.pqn import PQN, pqn_network
 from rlrun.algos.trpo import TRPO
 from rlrun.algos.vpg import VPG
 from rlrun.fused import FlatAdam
+from rlrun.losses import value_loss
 from rlrun.networks import ActorCritic, QNetwork
 from rlrun.population.stacked import (
     StackedActorCritic,
     StackedAdam,
     StackedQNetwork,
+    StackedRAdam,
     StackedRMSprop,
     clip_member_grads,
 )
-from rlrun.returns import gae
+from rlrun.returns import gae, q_lambda_return
 from rlrun.trust_region import categorical_kl, fisher_vector_product, gaussian_kl
 
 
@@ -54,7 +58,7 @@ def shared_or_members(cfgs: list[Any], key: str, device: torch.device) -> float 
 class Population:
     """What the populations share: the stacked network, per-member settings, targets, freezing, checkpoints."""
 
-    single: type  # the single-run algorithm (PPO, A2C, VPG, DQN)
+    single: type  # the single-run algorithm (PPO, A2C, VPG, NPG, TRPO, DQN, PQN)
     num_members: int
     stacked_net: Any  # the stacked network the optimisers step (StackedActorCritic, StackedQNetwork)
     stacked: dict[str, Any]  # the stacked optimisers, named as the single run's (policy, critic)
@@ -502,5 +506,70 @@ class PopulationDQN(Population, DQN):
         return single.state_dict()
 
 
+class PopulationPQN(Population, PQN):
+    """PQN for P members: the stacked Q-networks (LayerNorm per member), Q(lambda) targets of each member's own envs
+    with its own gamma and lambda, epsilon-greedy with its own schedule, and RAdam (or Adam) per member."""
+
+    single = PQN
+
+    def __init__(self, cfgs: list[Any], observation_space: gym.Space, action_space: gym.Space,
+                 device: torch.device):
+        self.setup_members(cfgs, observation_space, action_space, device)
+        cfg = self.cfg = cfgs[0]
+        # Each member is initialised as its single run would be (one after another from torch's generator).
+        nets = [pqn_network(observation_space, int(action_space.n), c.hidden_sizes, c.layer_norm, c.ortho_init)
+                .to(device) for c in cfgs]
+        self.stacked_net = StackedQNetwork(nets)
+        self.policy = StackedQPolicy(self.stacked_net, cfg.eval_epsilon)
+        optimizer = {"radam": StackedRAdam, "adam": StackedAdam}[cfg.optimizer]
+        self.add_stacked("policy", optimizer(self.stacked_net.flat.data, member_values(cfgs, "lr", device),
+                                             member_values(cfgs, "adam_eps", device)), "lr")
+        self.eps_start = member_values(cfgs, "eps_start", device)  # [P]
+        self.eps_end = member_values(cfgs, "eps_end", device)  # [P]
+        self.set_progress(0.0)
+
+    def set_progress(self, fraction: float) -> dict[str, torch.Tensor]:
+        """Each member's epsilon (linear decay from its eps_start to its eps_end) and learning rate."""
+        self.policy.epsilon = linear_schedule(self.eps_start, self.eps_end, self.cfg.eps_fraction, fraction)
+        return {"charts/epsilon": self.policy.epsilon, **self.set_learning_rates(fraction)}
+
+    @torch.no_grad()
+    def targets(self, buffer: Any) -> dict[str, torch.Tensor]:
+        """:meth:`PQN.targets` per member: max_a Q(s_{t+1}, a) of each member's envs by its own network, the
+        Q(lambda) returns of the rollout [T, P * N] with each env's member's gamma and lambda, then member-major
+        batches [P, T * N, ...]."""
+        T, num_envs = buffer.rewards.shape
+        next_q = self.by_step(self.stacked_net.q_values(self.by_member(buffer.next_obs)).amax(-1), T)  # [T, P * N]
+        returns = q_lambda_return(buffer.rewards, next_q, buffer.terminated, buffer.truncated,
+                                  self.per_env("gamma", num_envs), self.per_env("q_lambda", num_envs))  # [T, P * N]
+        return {"obs": self.by_member(buffer.obs), "actions": self.by_member(buffer.actions),
+                "returns": self.by_member(returns)}
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """:meth:`PQN.update` for every member at once: ``update_epochs`` passes of minibatches, each member its own
+        shuffle of its own batch [P, B]; the mean TD loss and mean Q(s, a) per member [P]."""
+        obs, actions, returns = batch["obs"], batch["actions"], batch["returns"]
+        size = returns.shape[-1]
+        mb = min(self.cfg.minibatch_size, size)
+        losses, q_means = [], []
+        for _epoch in range(self.cfg.update_epochs):
+            order = self.shuffle(size)  # [P, size]
+            for start in range(0, size, mb):
+                idx = order[:, start:start + mb]
+                q = self.stacked_net.q_values(self.take(obs, idx))  # [P, mb, A]
+                q = q.gather(-1, self.take(actions, idx).unsqueeze(-1)).squeeze(-1)  # Q(s, a) [P, mb]
+                loss = value_loss(q, self.take(returns, idx))  # [P]
+                self.gradient_step_stacked(loss, self.stacked["policy"])
+                losses.append(loss.detach())
+                q_means.append(q.detach().mean(-1))
+        return {"losses/td_loss": torch.stack(losses).mean(0), "losses/q_values": torch.stack(q_means).mean(0)}
+
+    def member_state_dict(self, p: int) -> dict[str, Any]:
+        single = self.template(p)
+        single.policy.net.load_state_dict(self.stacked_net.member(p))
+        single.optimizer.load_state_dict(self.export_optimizer(p, "policy", single.optimizer, single.policy.net))
+        return single.state_dict()
+
+
 POPULATION_ALGOS = {"ppo": PopulationPPO, "a2c": PopulationA2C, "vpg": PopulationVPG, "npg": PopulationNPG,
-                    "trpo": PopulationTRPO, "dqn": PopulationDQN}
+                    "trpo": PopulationTRPO, "dqn": PopulationDQN, "pqn": PopulationPQN}

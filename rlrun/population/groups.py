@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-ALGOS = ("ppo", "a2c", "vpg", "npg", "trpo", "dqn")
+ALGOS = ("ppo", "a2c", "vpg", "npg", "trpo", "dqn", "pqn")
 """Algorithms that train as populations (the others run as ordinary jobs)."""
 
 BATCHABLE = {
@@ -24,6 +24,8 @@ BATCHABLE_PER_ALGO = {
     "trpo": {"algo.gamma", "algo.gae_lambda", "algo.max_kl"},
     # DQN's gamma stays shared: the replay computes the n-step returns at insertion, with one gamma.
     "dqn": {"algo.eps_start", "algo.eps_end"},
+    # PQN computes its Q(lambda) returns per rollout, so gamma and lambda may differ (each env its member's).
+    "pqn": {"algo.gamma", "algo.q_lambda", "algo.eps_start", "algo.eps_end"},
 }
 """And the keys each algorithm batches on top of :data:`BATCHABLE`."""
 

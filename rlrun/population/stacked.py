@@ -33,6 +33,9 @@ Layer = tuple[int, int, int, int, int, int]
 """One linear layer's place in a member's row of ``flat``: (weight start, weight stop, bias start, bias stop,
 out features, in features)."""
 
+Norm = tuple[int, int, int, int, float]
+"""One LayerNorm's place in a member's row of ``flat``: (weight start, weight stop, bias start, bias stop, eps)."""
+
 
 class Stacked(nn.Module):
     """P copies of one network's parameters as rows of one tensor ``flat`` [P, D], in ``order`` (names)."""
@@ -154,31 +157,68 @@ class StackedActorCritic(Stacked):
 
 
 class StackedQNetwork(Stacked):
-    """P plain MLP Q-networks (:class:`rlrun.networks.QNetwork` without dueling, noisy or C51 heads: Linear and
-    ReLU layers) as one module: obs [P, B, obs_dim] -> Q-values [P, B, A]. A target network is a second tensor
-    like ``flat``, evaluated with :meth:`q_values` ``(obs, target)``."""
+    """P plain MLP Q-networks as one module: obs [P, B, obs_dim] -> Q-values [P, B, A]. A member is
+    :class:`rlrun.networks.QNetwork` without dueling, noisy or C51 heads (DQN), or PQN's
+    :func:`rlrun.algos.pqn.pqn_network`: Linear layers with ReLU between them and, optionally, an
+    ``nn.LayerNorm`` after each hidden Linear (before its ReLU). A target network is a second tensor like
+    ``flat``, evaluated with :meth:`q_values` ``(obs, target)``."""
 
     def __init__(self, members: list[nn.Module]):
         super().__init__(members, [name for name, _ in members[0].named_parameters()])
-        self.layers = self.layout()
+        self.layers, self.norms = self.q_layout(members[0])
+
+    def q_layout(self, member: nn.Module) -> tuple[tuple[Layer, ...], tuple[Norm | None, ...] | None]:
+        """The Linear layers in order, and the LayerNorm after each hidden one (None: no LayerNorm at all)."""
+        names, norms = [], []
+        for name, module in member.named_modules():
+            prefix = f"{name}." if name else ""
+            if isinstance(module, nn.Linear):
+                names += [f"{prefix}weight", f"{prefix}bias"]
+                norms.append(None)
+            elif isinstance(module, nn.LayerNorm):
+                over_features = module.elementwise_affine and len(module.normalized_shape) == 1
+                if not norms or norms[-1] is not None or not over_features:
+                    raise ValueError("population training stacks a LayerNorm over features right after a Linear only")
+                norms[-1] = (*self.columns[f"{prefix}weight"], *self.columns[f"{prefix}bias"], module.eps)
+            elif next(module.children(), None) is None \
+                    and not isinstance(module, (nn.ReLU, nn.Identity, nn.Sequential, nn.ModuleList)):
+                raise ValueError(f"population training stacks Linear, LayerNorm and ReLU Q-networks, not {module}")
+        layers = tuple((*self.columns[w], *self.columns[b], *self.shapes[w]) for w, b in zip(names[0::2], names[1::2]))
+        return layers, (tuple(norms[:-1]) if any(n is not None for n in norms) else None)
 
     def q_values(self, obs: torch.Tensor, flat: torch.Tensor | None = None) -> torch.Tensor:
-        """Q(s, .) [P, B, A] of the online parameters, or of ``flat`` (a target network's, no gradient)."""
-        if flat is not None:
-            return plain_mlp(flat, self.layers, "relu", obs)
+        """Q(s, .) [P, B, A] of the online parameters, or of ``flat`` (a target network's, no gradient).
+        With LayerNorm the layers run on the plain autograd path (the fused one has no LayerNorm)."""
+        if flat is not None or self.norms is not None:
+            return plain_mlp(self.flat if flat is None else flat, self.layers, "relu", obs, self.norms)
         return StackedMLPs.apply([self.layers], "relu", obs, self.flat)[0]
 
 
-def plain_mlp(flat: torch.Tensor, layout: tuple[Layer, ...], activation: str, x: torch.Tensor) -> torch.Tensor:
-    """x [P, B, in] -> [P, B, out]: h_l = f(h_{l-1} W_l^T + b_l) for every member at once, no f after the last."""
+def plain_mlp(flat: torch.Tensor, layout: tuple[Layer, ...], activation: str, x: torch.Tensor,
+              norms: tuple[Norm | None, ...] | None = None) -> torch.Tensor:
+    """x [P, B, in] -> [P, B, out]: h_l = f(h_{l-1} W_l^T + b_l) for every member at once, no f after the last;
+    with ``norms``, h_l = f(LayerNorm_l(h_{l-1} W_l^T + b_l)) where hidden layer l has one."""
     P = flat.shape[0]
     for i, (w0, w1, b0, b1, out, inp) in enumerate(layout):
         weight = flat[:, w0:w1].view(P, out, inp)
         bias = flat[:, b0:b1].view(P, 1, out)
         x = torch.baddbmm(bias, x, weight.transpose(1, 2))  # [P, B, out]
         if i < len(layout) - 1:
+            if norms is not None and norms[i] is not None:
+                x = stacked_layer_norm(flat, norms[i], x)
             x = torch.tanh(x) if activation == "tanh" else torch.relu(x)
     return x
+
+
+def stacked_layer_norm(flat: torch.Tensor, norm: Norm, x: torch.Tensor) -> torch.Tensor:
+    """``nn.LayerNorm`` over the last dimension with each member's own scale and shift, x [P, B, H] -> [P, B, H]:
+
+        y = (x - E[x]) / sqrt(Var[x] + eps) * gamma_p + beta_p     (E, Var over the H features, Var biased)
+    """
+    w0, w1, b0, b1, eps = norm
+    P, H = flat.shape[0], x.shape[-1]
+    normed = nn.functional.layer_norm(x, (H,), eps=eps)  # [P, B, H], no affine part
+    return torch.addcmul(flat[:, b0:b1].view(P, 1, H), normed, flat[:, w0:w1].view(P, 1, H))
 
 
 class StackedMLPs(torch.autograd.Function):
@@ -340,3 +380,34 @@ class StackedRMSprop:
         cols = relative(columns, self.columns)
         self.square_avg[p, cols] = state["square_avg"].reshape(-1)
         self.steps = int(state["step"])
+
+
+class StackedRAdam(StackedAdam):
+    """RAdam (Liu et al. 2020, "On the Variance of the Adaptive Learning Rate and Beyond") on stacked parameters
+    [P, D] with a learning rate and epsilon per member, as ``torch.optim.RAdam`` computes it (no weight decay):
+
+        m <- b1 m + (1 - b1) g,    v <- b2 v + (1 - b2) g^2,    m_hat = m / (1 - b1^t)
+        rho_inf = 2 / (1 - b2) - 1,    rho_t = rho_inf - 2 t b2^t / (1 - b2^t)
+        rho_t > 5:  r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+                    theta <- theta - lr_p * m_hat * r_t * sqrt(1 - b2^t) / (sqrt(v) + eps_p)
+        otherwise:  theta <- theta - lr_p * m_hat      (the variance of the adaptive rate is not yet tractable)
+
+    The members step together, so t, rho_t and r_t are shared; the moments and the checkpoint layout are Adam's.
+    """
+
+    @torch.no_grad()
+    def step(self, grad: torch.Tensor) -> None:
+        grad = grad[:, self.columns]
+        b1, b2 = self.betas
+        self.steps += 1
+        t = self.steps
+        self.exp_avg.lerp_(grad, 1 - b1)
+        self.exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        bias1, bias2 = 1 - b1 ** t, 1 - b2 ** t
+        rho_inf = 2 / (1 - b2) - 1
+        rho_t = rho_inf - 2 * t * b2 ** t / bias2
+        step = self.exp_avg / bias1 * self.lr  # m_hat * lr_p: [P, D]
+        if rho_t > 5.0:
+            rect = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+            step.mul_(math.sqrt(bias2) / self.exp_avg_sq.sqrt().add_(self.eps)).mul_(rect)
+        self.param.sub_(step)
