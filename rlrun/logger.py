@@ -9,6 +9,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
@@ -74,8 +75,8 @@ class Logger:
                    notes: str = "") -> None:
         """One line per evaluation: step, mean +- std [min, max] of the episode returns, best so far, SPS, time,
         and ``notes`` (a board game's results against its opponent)."""
-        mean = sum(returns) / len(returns)
-        std = (sum((r - mean) ** 2 for r in returns) / len(returns)) ** 0.5
+        values = torch.tensor(returns)  # float32, as the run records the mean (so the best agrees with it)
+        mean, std = float(values.mean()), float(values.std(unbiased=False))
         self.message(f"step {step:>9,}  eval {mean:.1f} +- {std:.1f} [{min(returns):.1f}, {max(returns):.1f}]"
                      f"  best {best:.1f}  {sps:,.0f} SPS  {clock(elapsed)}" + (f"  {notes}" if notes else ""))
 
