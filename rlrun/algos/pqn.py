@@ -23,6 +23,7 @@ import gymnasium as gym
 import torch
 from torch import nn
 
+from rlrun.algos.base import OnPolicyAlgorithm
 from rlrun.algos.dqn import epsilon_greedy, linear_schedule
 from rlrun.checks import check, choice, positive, unit
 from rlrun.envs.wrappers import EnvSwitches
@@ -127,14 +128,13 @@ class EpsilonGreedyQ(nn.Module):
         return action, torch.zeros(action.shape, device=action.device)
 
 
-class PQN:
+class PQN(OnPolicyAlgorithm):
     """Owns the Q-network and its optimiser; ``targets`` turns a rollout into Q(lambda) returns, ``update`` fits
-    Q(s, a) to them. No replay buffer, no target network."""
+    Q(s, a) to them. No replay buffer, no target network. The on-policy loop (rlrun.loops.run_on_policy: collect
+    num_steps, targets, update) and its minibatch hooks (``shuffle``, ``take``) come from OnPolicyAlgorithm."""
 
     Config = PQNConfig
-    loop = "on_policy"  # rlrun.loops.run_on_policy: collect num_steps, targets, update
     action_spaces = (gym.spaces.Discrete,)
-    whole_episodes = False
 
     def __init__(self, cfg: PQNConfig, observation_space: gym.Space, action_space: gym.Space,
                  device: torch.device):
@@ -171,26 +171,34 @@ class PQN:
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """``update_epochs`` passes of shuffled minibatch steps on L = E[(Q(s, a) - G)^2], with gradient clipping;
-        returns the mean TD loss and mean Q(s, a) over the steps."""
-        cfg, net = self.cfg, self.policy.net
+        returns the mean TD loss and mean Q(s, a) over the steps. (A population runs this same loop on member-major
+        batches [P, B, ...] through its own ``shuffle``, ``take``, ``chosen_q`` and ``gradient_step``.)"""
         obs, actions, returns = batch["obs"], batch["actions"], batch["returns"]
-        size = returns.shape[0]
-        mb = min(cfg.minibatch_size, size)
+        size = returns.shape[-1]
+        mb = min(self.cfg.minibatch_size, size)
         losses, q_means = [], []
-        for _epoch in range(cfg.update_epochs):
-            order = torch.randperm(size, device=returns.device)
+        for _epoch in range(self.cfg.update_epochs):
+            order = self.shuffle(size)
             for start in range(0, size, mb):
-                idx = order[start:start + mb]
-                q = net(obs[idx]).gather(-1, actions[idx].unsqueeze(-1)).squeeze(-1)  # Q(s, a) [B]
-                loss = value_loss(q, returns[idx])
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.max_grad_norm is not None:
-                    nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
+                idx = order[..., start:start + mb]
+                q = self.chosen_q(self.take(obs, idx), self.take(actions, idx))  # Q(s, a) [(P,) mb]
+                loss = value_loss(q, self.take(returns, idx))
+                self.gradient_step(loss)
                 losses.append(loss.detach())
-                q_means.append(q.detach().mean())
-        return {"losses/td_loss": torch.stack(losses).mean(), "losses/q_values": torch.stack(q_means).mean()}
+                q_means.append(q.detach().mean(-1))
+        return {"losses/td_loss": torch.stack(losses).mean(0), "losses/q_values": torch.stack(q_means).mean(0)}
+
+    def chosen_q(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Q(s, a) of the actions taken [B]."""
+        return self.policy.net(obs).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+    def gradient_step(self, loss: torch.Tensor) -> None:
+        """zero_grad, backward, gradient clipping (max_grad_norm), optimiser step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.policy.net.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
 
     def state_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict()}

@@ -29,7 +29,6 @@ from rlrun.algos.pqn import PQN, pqn_network
 from rlrun.algos.trpo import TRPO
 from rlrun.algos.vpg import VPG
 from rlrun.fused import FlatAdam
-from rlrun.losses import value_loss
 from rlrun.networks import ActorCritic, QNetwork
 from rlrun.population.stacked import (
     StackedActorCritic,
@@ -545,24 +544,12 @@ class PopulationPQN(Population, PQN):
         return {"obs": self.by_member(buffer.obs), "actions": self.by_member(buffer.actions),
                 "returns": self.by_member(returns)}
 
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """:meth:`PQN.update` for every member at once: ``update_epochs`` passes of minibatches, each member its own
-        shuffle of its own batch [P, B]; the mean TD loss and mean Q(s, a) per member [P]."""
-        obs, actions, returns = batch["obs"], batch["actions"], batch["returns"]
-        size = returns.shape[-1]
-        mb = min(self.cfg.minibatch_size, size)
-        losses, q_means = [], []
-        for _epoch in range(self.cfg.update_epochs):
-            order = self.shuffle(size)  # [P, size]
-            for start in range(0, size, mb):
-                idx = order[:, start:start + mb]
-                q = self.stacked_net.q_values(self.take(obs, idx))  # [P, mb, A]
-                q = q.gather(-1, self.take(actions, idx).unsqueeze(-1)).squeeze(-1)  # Q(s, a) [P, mb]
-                loss = value_loss(q, self.take(returns, idx))  # [P]
-                self.gradient_step_stacked(loss, self.stacked["policy"])
-                losses.append(loss.detach())
-                q_means.append(q.detach().mean(-1))
-        return {"losses/td_loss": torch.stack(losses).mean(0), "losses/q_values": torch.stack(q_means).mean(0)}
+    def chosen_q(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Each member's Q(s, a) of its minibatch [P, mb] (:meth:`PQN.update` runs the epochs)."""
+        return self.stacked_net.q_values(obs).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+    def gradient_step(self, loss: torch.Tensor) -> None:
+        self.gradient_step_stacked(loss, self.stacked["policy"])
 
     def member_state_dict(self, p: int) -> dict[str, Any]:
         single = self.template(p)
