@@ -189,13 +189,14 @@ def run_off_policy(agent: OffPolicy, env: VecEnv, obs: torch.Tensor, run: RunHoo
 
 def run_search(agent: Searching, env: VecEnv, obs: torch.Tensor, run: RunHooks) -> torch.Tensor:
     """AlphaZero's self-play: every env's game moves by the agent's search; each finished game's positions go into
-    a replay with the search policies and the outcome from each position's side to move; every
+    a replay with the search policies and the value targets (the outcome from each position's side to move, mixed
+    with the search's root value by ``value_target_q``); every
     ``moves_per_update`` moves, ``gradient_steps`` updates on sampled positions once the replay holds
     ``learning_starts``; with ``algo.mirror`` each position is stored mirrored too. An env step is one move of
     one game. The replay goes into checkpoints with
     ``checkpoint.replay=true``; games in progress at a checkpoint are not saved (a resumed run starts new ones).
     """
-    from rlrun.search.selfplay import GameHistory, PositionReplay
+    from rlrun.search.selfplay import GameHistory, PositionReplay, value_targets
 
     cfg = agent.cfg
     history = GameHistory(agent.game, env.num_envs, env.device)
@@ -207,10 +208,11 @@ def run_search(agent: Searching, env: VecEnv, obs: torch.Tensor, run: RunHooks) 
     while not stop:
         for _ in range(cfg.moves_per_update):
             result = agent.self_play(obs)
-            history.add(obs, result.policy)
+            history.add(obs, result.policy, result.value)
             obs, _, terminated, _, info = env.step(result.action)
             run.record_episodes(info)
-            states, policies, z = history.finish(terminated, info["final_obs"])
+            states, policies, z, q = history.finish(terminated, info["final_obs"])
+            z = value_targets(z, q, cfg.value_target_q)
             replay.add(states, policies, z)
             if cfg.mirror:
                 replay.add(*agent.game.mirror(states, policies), z)

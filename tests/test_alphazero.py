@@ -154,3 +154,30 @@ def test_versus_env_opens_with_random_moves_and_gives_the_agent_each_side():
     plain = VersusEnv(game, 8, torch.device("cpu"), lambda seed: make_opponent("random", game, "cpu", seed), "random")
     stones = game.moves_played(plain.reset(seed=1))
     assert (stones[0::2] == 0).all() and (stones[1::2] == 1).all()  # the agent opens the even games
+
+
+def test_evaluation_searches_every_legal_root_move_unless_told():
+    from rlrun.algos.alphazero import AlphaZeroConfig
+
+    cfg = AlphaZeroConfig(num_simulations=16, eval_simulations=64, max_considered=4)
+    assert (cfg.search_config().num_simulations, cfg.search_config().max_considered) == (16, 4)
+    evaluation = cfg.search_config(evaluation=True)
+    assert evaluation.num_simulations == 64 and evaluation.max_considered >= 7  # all of Connect Four's columns
+    assert AlphaZeroConfig(eval_max_considered=2).search_config(evaluation=True).max_considered == 2
+    with pytest.raises(ConfigError, match="algo.eval_max_considered"):
+        AlphaZeroConfig(eval_max_considered=0)
+
+
+@pytest.mark.parametrize("anneal", [False, True])
+def test_learning_rate_is_constant_or_annealed_to_zero(anneal):
+    import gymnasium as gym
+
+    from rlrun.algos.alphazero import AlphaZero, AlphaZeroConfig
+    from rlrun.envs.games import GameSpace
+    from rlrun.search.games import TicTacToe
+
+    agent = AlphaZero(AlphaZeroConfig(lr=0.002, anneal_lr=anneal), GameSpace(TicTacToe()), gym.spaces.Discrete(9),
+                      "cpu")
+    expected = 0.0005 if anneal else 0.002  # a quarter left of training: 0.002 * (1 - 0.75)
+    assert agent.set_progress(0.75)["charts/learning_rate"] == pytest.approx(expected)
+    assert agent.optimizer.param_groups[0]["lr"] == pytest.approx(expected)

@@ -19,7 +19,7 @@ from rlrun.search.mcts import (
     search,
     sigma,
 )
-from rlrun.search.selfplay import GameHistory, PositionReplay, outcome_targets
+from rlrun.search.selfplay import GameHistory, PositionReplay, outcome_targets, value_targets
 
 GAME = TicTacToe()
 
@@ -129,14 +129,23 @@ def test_search_refuses_finished_games():
 def test_game_history_gives_each_position_its_outcome():
     history = GameHistory(GAME, 2, torch.device("cpu"))
     state = GAME.initial(2)
-    for cell in (0, 3, 1, 4, 2):  # X wins on move 5 in both envs
-        history.add(state, torch.full((2, 9), 1 / 9))
+    for move, cell in enumerate((0, 3, 1, 4, 2)):  # X wins on move 5 in both envs
+        history.add(state, torch.full((2, 9), 1 / 9), torch.tensor([0.1 * move, -1.0]))
         state = GAME.step(state, torch.tensor([cell, cell]))
     assert GAME.terminal(state).all()
-    states, policies, z = history.finish(torch.tensor([True, False]), state)
+    states, policies, z, q = history.finish(torch.tensor([True, False]), state)
     assert states.shape == (5, GAME.state_size) and policies.shape == (5, 9)
     assert z.tolist() == [1.0, -1.0, 1.0, -1.0, 1.0]  # X to move at positions 0, 2, 4
+    torch.testing.assert_close(q, torch.tensor([0.0, 0.1, 0.2, 0.3, 0.4]))
     assert history.length.tolist() == [0, 5]
+
+
+def test_value_targets_by_hand():
+    z, q = torch.tensor([1.0, -1.0, 0.0]), torch.tensor([0.6, 0.2, -0.4])
+    assert value_targets(z, q, 0.0) is z  # AlphaZero: the outcome only
+    # w = 0.25: 0.75 * 1 + 0.25 * 0.6 = 0.9; 0.75 * -1 + 0.25 * 0.2 = -0.7; 0 + 0.25 * -0.4 = -0.1
+    torch.testing.assert_close(value_targets(z, q, 0.25), torch.tensor([0.9, -0.7, -0.1]))
+    torch.testing.assert_close(value_targets(z, q, 1.0), q)
 
 
 def test_position_replay_keeps_the_newest():

@@ -51,7 +51,10 @@ class AlphaZeroConfig:
     """puct: the first this many moves of a self-play game are sampled in proportion to the root's visits, later
     ones take the most visited (gumbel samples through its Gumbel noise instead)."""
     max_considered: int = SearchConfig.max_considered
-    """gumbel: root actions sampled for Sequential Halving."""
+    """gumbel: root actions sampled for Sequential Halving in self-play."""
+    eval_max_considered: int | None = None
+    """gumbel: root actions Sequential Halving considers in evaluation (null: every legal move; nothing to explore
+    there, and evaluation usually searches with more simulations)."""
     c_visit: float = SearchConfig.c_visit
     """gumbel: sigma's visit offset (mctx's default)."""
     c_scale: float = SearchConfig.c_scale
@@ -63,6 +66,8 @@ class AlphaZeroConfig:
     blocks: int = 4
     lr: float = 1e-3
     """Adam learning rate."""
+    anneal_lr: bool = False
+    """Anneal the learning rate linearly to 0 over ``total_steps``."""
     weight_decay: float = 1e-4
     """L2 penalty on the weights (the loss's c ||theta||^2)."""
     batch_size: int = 256
@@ -75,6 +80,10 @@ class AlphaZeroConfig:
     """Self-play moves (of every env) between training phases."""
     gradient_steps: int = 1
     """Gradient steps per training phase."""
+    value_target_q: float = 0.0
+    """Share w of the search's root value q in the value target (1 - w) z + w q; 0 trains on the outcome z only,
+    as AlphaZero does; 0.5 averages the two (Oracle's Connect Four series, "Lessons from AlphaZero, part 4", 2018,
+    reports targets mixing z and q beating z alone)."""
     mirror: bool = False
     """Also store each finished game's positions mirrored left-right (with their policies mirrored): the games
     are symmetric under it, so this doubles the data for free."""
@@ -92,11 +101,15 @@ class AlphaZeroConfig:
         unit("algo.dirichlet_fraction", self.dirichlet_fraction)
         check(self.temperature_moves >= 0, "algo.temperature_moves", self.temperature_moves, "an integer >= 0")
         check(self.max_considered >= 1, "algo.max_considered", self.max_considered, "an integer >= 1")
+        if self.eval_max_considered is not None:
+            check(self.eval_max_considered >= 1, "algo.eval_max_considered", self.eval_max_considered,
+                  "an integer >= 1 or null")
         check(len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes),
               "algo.hidden_sizes", self.hidden_sizes, "a non-empty list of positive integers")
         check(self.channels >= 1, "algo.channels", self.channels, "an integer >= 1")
         check(self.blocks >= 0, "algo.blocks", self.blocks, "an integer >= 0")
         positive("algo.lr", self.lr)
+        unit("algo.value_target_q", self.value_target_q)
         check(self.weight_decay >= 0, "algo.weight_decay", self.weight_decay, "a number >= 0")
         for key in ("batch_size", "replay_size", "moves_per_update", "gradient_steps", "log_every"):
             check(getattr(self, key) >= 1, f"algo.{key}", getattr(self, key), "an integer >= 1")
@@ -106,9 +119,13 @@ class AlphaZeroConfig:
         return EnvSwitches(False, None, False, None, self.gamma)
 
     def search_config(self, evaluation: bool = False) -> SearchConfig:
-        sims = (self.eval_simulations or self.num_simulations) if evaluation else self.num_simulations
+        if evaluation:
+            sims = self.eval_simulations or self.num_simulations
+            considered = self.eval_max_considered or 2**31 - 1  # min(., legal moves) in the search
+        else:
+            sims, considered = self.num_simulations, self.max_considered
         return SearchConfig(sims, self.search, self.c_puct, self.dirichlet_alpha, self.dirichlet_fraction,
-                            self.max_considered, self.c_visit, self.c_scale)
+                            considered, self.c_visit, self.c_scale)
 
 
 class SearchPolicy:
@@ -170,10 +187,15 @@ class AlphaZero:
         return result
 
     def set_progress(self, fraction: float) -> dict[str, float]:
-        return {"charts/learning_rate": self.cfg.lr}
+        """The learning rate: constant, or linear to 0 over training with ``anneal_lr``."""
+        lr = self.cfg.lr * (1.0 - fraction) if self.cfg.anneal_lr else self.cfg.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return {"charts/learning_rate": lr}
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """One gradient step on replay positions: policy cross-entropy to the search policy, value MSE to z."""
+        """One gradient step on replay positions: policy cross-entropy to the search policy, value MSE to the value
+        target z (the outcome, or its mix with the root value)."""
         self.net.train()
         states, target, z = batch["states"], batch["policies"], batch["z"]
         logits, value = self.net(self.game.observation(states))
