@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--final-opponents", default="", help="opponents to score on the last checkpoint only")
     parser.add_argument("--games", type=int, default=100, help="games per opponent and checkpoint (even)")
     parser.add_argument("--opening-moves", type=int, default=None, help="random moves each game starts from")
+    parser.add_argument("--simulations", type=int, default=None,
+                        help="the agent's simulations per move when scoring (default: the run's algo.eval_simulations)")
     parser.add_argument("--last-only", action="store_true", help="score only the last checkpoint")
     parser.add_argument("--run-dir", type=Path, default=None, help="default: runs/bench_alphazero_<game>_<time>")
     parser.add_argument("--skip-training", action="store_true", help="score the checkpoints already in --run-dir")
@@ -86,7 +88,7 @@ def main() -> None:
                 continue
             t0 = time.perf_counter()
             result = evaluate_run(run_dir, episodes=args.games, checkpoint=str(path), opponent=opponent,
-                                  opening_moves=args.opening_moves)
+                                  opening_moves=args.opening_moves, simulations=args.simulations)
             split = colour_split(result["returns"])
             win_rate = result["wins"] / args.games
             row = {"step": result["step"], "train_minutes": round(minutes, 2), "opponent": opponent,
