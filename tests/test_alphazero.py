@@ -162,7 +162,7 @@ def test_evaluation_searches_every_legal_root_move_unless_told():
     cfg = AlphaZeroConfig(num_simulations=16, eval_simulations=64, max_considered=4)
     assert (cfg.search_config().num_simulations, cfg.search_config().max_considered) == (16, 4)
     evaluation = cfg.search_config(evaluation=True)
-    assert evaluation.num_simulations == 64 and evaluation.max_considered >= 7  # all of Connect Four's columns
+    assert evaluation.num_simulations == 64 and evaluation.max_considered is None  # every legal move
     assert AlphaZeroConfig(eval_max_considered=2).search_config(evaluation=True).max_considered == 2
     with pytest.raises(ConfigError, match="algo.eval_max_considered"):
         AlphaZeroConfig(eval_max_considered=0)

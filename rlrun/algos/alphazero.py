@@ -121,7 +121,7 @@ class AlphaZeroConfig:
     def search_config(self, evaluation: bool = False) -> SearchConfig:
         if evaluation:
             sims = self.eval_simulations or self.num_simulations
-            considered = self.eval_max_considered or 2**31 - 1  # min(., legal moves) in the search
+            considered = self.eval_max_considered  # None: every legal move
         else:
             sims, considered = self.num_simulations, self.max_considered
         return SearchConfig(sims, self.search, self.c_puct, self.dirichlet_alpha, self.dirichlet_fraction,

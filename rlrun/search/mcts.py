@@ -117,7 +117,8 @@ class SearchConfig:
     c_puct: float = 1.25
     dirichlet_alpha: float = 0.3
     dirichlet_fraction: float = 0.25
-    max_considered: int = 16
+    max_considered: int | None = 16
+    """gumbel: root actions Sequential Halving considers (None: every legal move)."""
     c_visit: float = 50.0
     c_scale: float = 0.1
 
@@ -219,7 +220,7 @@ def search(game: TensorGame, evaluate: Evaluator, roots: torch.Tensor, cfg: Sear
     if not explore:
         gumbel = torch.zeros_like(gumbel)
     root_score = (gumbel + tree.logits[:, 0]).masked_fill(~legal, -torch.inf)
-    k = torch.clamp(legal.sum(-1), max=cfg.max_considered)
+    k = legal.sum(-1) if cfg.max_considered is None else torch.clamp(legal.sum(-1), max=cfg.max_considered)
     order = root_score.argsort(-1, descending=True)
     considered = torch.zeros_like(legal)
     considered[rows[:, None], order] = torch.arange(a, device=roots.device)[None] < k[:, None]
